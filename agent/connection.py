@@ -1,0 +1,133 @@
+"""The agent's websocket session: connect with its credentials, say hello, then serve
+instructions and report changed facts, reconnecting with websockets' own jittered backoff.
+
+A rejected key, a removed host or a second agent for the same host ends the agent (AgentExit);
+network trouble and server restarts only make it reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from agent.dispatcher import Dispatcher
+from agent.facts import FactsSource
+from agent.state import Credentials
+from shared import protocol
+from shared.errors import ProtocolError
+from shared.logformat import redact
+from shared.protocol import CloseCode
+
+log = logging.getLogger("corral.agent")
+WELCOME_TIMEOUT = 15.0
+VERSION = "0.1.0"
+
+
+class AgentExit(Exception):
+    """The agent must stop; the message is the one line to show."""
+
+
+def process_exception(exc: Exception) -> Exception | None:
+    """Retry network errors and server errors; a refused key is final (pure policy)."""
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status == 401:
+            return AgentExit("the server rejected this agent's credentials (the host may have "
+                             "been removed); register again with the URL from Corral")
+        if status >= 500:
+            return None
+        return AgentExit(f"the server refused the agent connection with HTTP {status}")
+    if isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError):
+        return None
+    from websockets.exceptions import InvalidHandshake, InvalidMessage
+
+    if isinstance(exc, InvalidMessage | InvalidHandshake):
+        return None
+    return exc
+
+
+def _final_close(code: int | None, reason: str) -> AgentExit | None:
+    if code == CloseCode.HOST_REMOVED:
+        return AgentExit("this host was removed from Corral; register it again to bring it back")
+    if code == CloseCode.SUPERSEDED:
+        return AgentExit("another agent connected for this host; this one stops")
+    if code == CloseCode.INVALID_MESSAGE:
+        return AgentExit(f"the server closed the session: {reason}")
+    return None
+
+
+class AgentConnection:
+    def __init__(self, credentials: Credentials, facts: FactsSource,
+                 dispatcher: Dispatcher) -> None:
+        self._credentials = credentials
+        self._facts = facts
+        self._dispatcher = dispatcher
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _headers(self) -> dict[str, str]:
+        pair = f"{self._credentials.access_key}:{self._credentials.secret_key}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+    async def run(self) -> None:
+        """Serve until told to stop; raise AgentExit when the server ends this agent."""
+        url = self._credentials.agent_url
+        async for ws in connect(url, additional_headers=self._headers(), open_timeout=10,
+                                ping_interval=None, max_size=protocol.MAX_FRAME_BYTES,
+                                process_exception=process_exception,
+                                user_agent_header=f"corral-agent/{VERSION}"):
+            try:
+                await self._session(ws)
+            except ConnectionClosed:
+                pass
+            except ProtocolError as exc:
+                log.warning("server sent an invalid message (%s); reconnecting", exc)
+                await ws.close(CloseCode.PROTOCOL_ERROR, str(exc)[:120])
+            finally:
+                for task in list(self._tasks):
+                    task.cancel()
+            code, reason = ws.close_code, ws.close_reason or ""
+            final = _final_close(code, reason)
+            if final is not None:
+                raise final
+            log.info("disconnected from %s (%s%s); reconnecting", url,
+                     f"{code} " if code else "", reason or "connection lost")
+
+    async def _send(self, ws: ClientConnection, message: protocol.AgentMessage) -> None:
+        text = protocol.dump(message)
+        log.debug("sent %s", redact(text[:2000]))
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(text)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        facts = await self._facts.current()
+        await self._send(ws, protocol.Hello(agent_version=VERSION, facts=facts))
+        welcome = protocol.parse(await asyncio.wait_for(ws.recv(), WELCOME_TIMEOUT))
+        if not isinstance(welcome, protocol.Welcome):
+            raise ProtocolError(f"expected welcome, got {welcome.type}")
+        log.info("connected to %s as host %s", self._credentials.server_url, welcome.host_id)
+        self._spawn(self._report_loop(ws, welcome.report_interval))
+        async for text in ws:
+            log.debug("received %s", redact(str(text)[:2000]))
+            message = protocol.parse(text)
+            if isinstance(message, protocol.Request):
+                self._spawn(self._dispatcher.handle(message, lambda m: self._send(ws, m)))
+            else:
+                log.warning("ignored a %s message the server should not send", message.type)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _report_loop(self, ws: ClientConnection, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            changes = await self._facts.changes()
+            if changes:
+                await self._send(ws, protocol.Facts(changes=changes))

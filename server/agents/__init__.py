@@ -1,0 +1,1 @@
+"""Agent connections: registration, the websocket endpoint, sessions, the hub, instructions."""

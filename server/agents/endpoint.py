@@ -1,0 +1,95 @@
+"""The agent websocket endpoint: authenticate in the handshake, then the hello phase with a
+timeout, then the session until either side closes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from server.agents.session import AgentSession
+from server.api.auth import authenticate_agent
+from server.api.errors import Unauthorized
+from server.api.handlers import SERVICES
+from server.resources import hosts
+from shared import protocol
+from shared.errors import ProtocolError
+from shared.ids import format_id
+from shared.protocol import CloseCode
+
+log = logging.getLogger("corral.agent_endpoint")
+
+
+async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> web.WebSocketResponse:
+    log.warning("agent connection closed: %s", reason)
+    await ws.close(code=code, message=reason.encode()[:120])
+    return ws
+
+
+async def _hello(ws: web.WebSocketResponse, timeout: float) -> protocol.Hello | str:
+    """The agent's hello, or the reason it did not come."""
+    try:
+        msg = await ws.receive(timeout=timeout)
+    except TimeoutError:
+        return f"no hello within {timeout:g} s"
+    if msg.type is not WSMsgType.TEXT:
+        return "the first frame must be a text hello message"
+    try:
+        message = protocol.parse(msg.data)
+    except ProtocolError as exc:
+        return str(exc)
+    if not isinstance(message, protocol.Hello):
+        return f"expected hello, got {message.type}"
+    if message.protocol != protocol.PROTOCOL_VERSION:
+        return f"protocol {message.protocol} is not supported (server speaks " \
+               f"{protocol.PROTOCOL_VERSION}); upgrade the agent"
+    if not isinstance(message.facts.get("hostname"), str):
+        return "hello facts must include a hostname"
+    return message
+
+
+def _agent_ip(request: web.Request, facts: dict[str, Any]) -> str:
+    """The address the agent asked for (--agent-ip), else the one the server sees."""
+    wanted = facts.get("agentIp")
+    if isinstance(wanted, str) and wanted:
+        return wanted
+    return request.remote or ""
+
+
+async def agent_connect(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = await authenticate_agent(services.store, request.headers.get("Authorization"))
+    assert principal.host_id is not None
+    host = await services.store.get(principal.host_id)
+    if host is None or host.removed is not None:
+        raise Unauthorized("this host was removed; register it again")
+    ws = web.WebSocketResponse(autoping=False, max_msg_size=protocol.MAX_FRAME_BYTES)
+    await ws.prepare(request)
+    hello = await _hello(ws, services.settings.hello_timeout)
+    if isinstance(hello, str):
+        code = CloseCode.HELLO_TIMEOUT if hello.startswith("no hello") else \
+            CloseCode.INVALID_MESSAGE
+        return await _close(ws, code, hello)
+    public_id = format_id(hosts.HOST.id_prefix, host.id)
+    host = await hosts.apply_hello(services.store, host, hello.facts, _agent_ip(request,
+                                   hello.facts), hello.agent_version)
+
+    async def on_facts(changes: dict[str, Any]) -> None:
+        await hosts.apply_facts(services.store, host.id, changes)
+
+    session = AgentSession(ws, host.id, public_id, services.settings.agent_queue_size, on_facts)
+    await services.hub.attach(session)
+    session.log.info("agent %s connected from %s", hello.agent_version, request.remote)
+    try:
+        session.send(protocol.Welcome(host_id=public_id,
+                                      ping_interval=services.settings.ping_interval,
+                                      report_interval=services.settings.report_interval))
+        await session.run()
+    except asyncio.CancelledError:
+        raise
+    finally:
+        await services.hub.detach(session)
+        session.log.info("agent disconnected (close code %s)", ws.close_code)
+    return ws

@@ -1,0 +1,148 @@
+"""All live agent sessions, their liveness, and the one way to send a host an instruction.
+
+One ticker task pings every session on its own schedule and re-evaluates liveness once a
+second; only a change of liveness state is written to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from server.agents import liveness
+from server.agents.liveness import AgentState
+from server.agents.session import AgentSession, ProgressCallback
+from server.config import Settings
+from server.resources import hosts
+from server.store import Store
+from shared.errors import HostNotConnected
+from shared.protocol import CloseCode
+
+log = logging.getLogger(__name__)
+TICK_SECONDS = 1.0
+
+
+@dataclass
+class _Liveness:
+    last_seen: float
+    connected: bool
+    state: AgentState
+
+
+class AgentHub:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._sessions: dict[int, AgentSession] = {}
+        self._liveness: dict[int, _Liveness] = {}
+        self._ticker: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Hosts that had agents when the server stopped get a grace period to come back."""
+        now = time.monotonic()
+        for host in await hosts.hosts_with_live_agents(self._store):
+            self._liveness[host.id] = _Liveness(now, False, AgentState.RECONNECTING)
+            await hosts.set_agent_state(self._store, host.id, AgentState.RECONNECTING)
+        self._ticker = asyncio.create_task(self._tick_loop())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for session in list(self._sessions.values()):
+            session.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+        for session in list(self._sessions.values()):
+            if session._close_task is not None:
+                with contextlib.suppress(Exception):
+                    await session._close_task
+
+    # --- sessions -----------------------------------------------------------------------
+
+    async def attach(self, session: AgentSession) -> None:
+        previous = self._sessions.get(session.host_id)
+        if previous is not None:
+            previous.log.info("replaced by a new connection from the same host")
+            previous.close_soon(CloseCode.SUPERSEDED, "replaced by a newer connection")
+        self._sessions[session.host_id] = session
+        self._liveness[session.host_id] = _Liveness(time.monotonic(), True, AgentState.ACTIVE)
+
+    async def detach(self, session: AgentSession) -> None:
+        if self._sessions.get(session.host_id) is not session:
+            return
+        del self._sessions[session.host_id]
+        entry = self._liveness.get(session.host_id)
+        if entry is not None:
+            entry.connected = False
+            entry.last_seen = session.last_seen
+            await self._evaluate(session.host_id, entry, time.monotonic())
+
+    async def host_removed(self, host_id: int) -> None:
+        self._liveness.pop(host_id, None)
+        session = self._sessions.pop(host_id, None)
+        if session is not None:
+            session.close_soon(CloseCode.HOST_REMOVED, "host removed")
+
+    def agent_state(self, host_id: int) -> AgentState | None:
+        entry = self._liveness.get(host_id)
+        return entry.state if entry is not None else None
+
+    def connected_hosts(self) -> list[int]:
+        return list(self._sessions)
+
+    # --- instructions -------------------------------------------------------------------
+
+    async def call(self, host_id: int, name: str, resource_type: str, resource_id: str,
+                   data: dict[str, Any], timeout: float | None = None,
+                   on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Send an instruction to the host's agent; fail at once if it has no live session."""
+        session = self._sessions.get(host_id)
+        entry = self._liveness.get(host_id)
+        if session is None or entry is None or entry.state is not AgentState.ACTIVE:
+            state = entry.state.value if entry is not None else "disconnected"
+            raise HostNotConnected(
+                f"host {hosts.HOST.id_prefix}{host_id} is {state}: its agent is not connected")
+        return await session.call(name, resource_type, resource_id, data,
+                                  timeout or self._settings.instruction_timeout, on_progress)
+
+    # --- liveness -----------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                await self.tick(time.monotonic())
+            except Exception:
+                log.exception("liveness tick failed")
+
+    async def tick(self, now: float) -> None:
+        interval = self._settings.ping_interval
+        for session in list(self._sessions.values()):
+            if now - session.last_ping >= interval:
+                await session.ping()
+        for host_id, entry in list(self._liveness.items()):
+            current = self._sessions.get(host_id)
+            if current is not None:
+                entry.last_seen = current.last_seen
+            await self._evaluate(host_id, entry, now)
+
+    async def _evaluate(self, host_id: int, entry: _Liveness, now: float) -> None:
+        state = liveness.evaluate(now, entry.last_seen, entry.connected,
+                                  self._settings.ping_interval, self._settings.disconnect_grace)
+        if state is entry.state:
+            return
+        log.info("host %s%d agent %s -> %s", hosts.HOST.id_prefix, host_id, entry.state, state)
+        entry.state = state
+        await hosts.set_agent_state(self._store, host_id, state)
+        if state is AgentState.DISCONNECTED:
+            live = self._sessions.get(host_id)
+            if live is not None:
+                live.close_soon(CloseCode.GOING_AWAY,
+                                   f"no pong for {self._settings.disconnect_grace:g} s")
+            del self._liveness[host_id]

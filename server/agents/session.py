@@ -1,0 +1,180 @@
+"""One agent's websocket session: a reader, one writer draining a bounded queue, and the
+instructions waiting for their replies.
+
+A peer too slow to drain its queue is disconnected rather than buffered without bound; when the
+session ends, every pending instruction fails at once with HostNotConnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from shared import protocol
+from shared.errors import (
+    HostNotConnected,
+    InstructionError,
+    InstructionTimeout,
+    ProtocolError,
+)
+from shared.protocol import CloseCode
+
+ProgressCallback = Callable[[protocol.Progress], Awaitable[None]]
+FactsCallback = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[dict[str, Any]]
+    on_progress: ProgressCallback | None
+    name: str
+
+
+class SessionLog(logging.LoggerAdapter[logging.Logger]):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[host {self.extra['host'] if self.extra else '?'}] {msg}", kwargs
+
+
+class AgentSession:
+    def __init__(self, ws: web.WebSocketResponse, host_id: int, public_host_id: str,
+                 queue_size: int, on_facts: FactsCallback) -> None:
+        self.ws = ws
+        self.host_id = host_id
+        self.public_host_id = public_host_id
+        self.log = SessionLog(logging.getLogger("corral.agent_session"),
+                              {"host": public_host_id})
+        self.last_seen = time.monotonic()
+        self.last_ping = time.monotonic()
+        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self._pending: dict[str, _Pending] = {}
+        self._on_facts = on_facts
+        self._closing: tuple[int, str] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+
+    # --- sending ------------------------------------------------------------------------
+
+    def send(self, message: protocol.ServerMessage) -> None:
+        if self._closing is not None:
+            raise HostNotConnected(f"host {self.public_host_id} is disconnecting")
+        try:
+            self._queue.put_nowait(protocol.dump(message))
+        except asyncio.QueueFull:
+            self.log.warning("agent is not reading its messages; disconnecting it")
+            self.close_soon(CloseCode.GOING_AWAY, "agent too slow to read its messages")
+            raise HostNotConnected(f"host {self.public_host_id} is not keeping up") from None
+
+    async def _write_loop(self) -> None:
+        while True:
+            text = await self._queue.get()
+            await self.ws.send_str(text)
+
+    async def ping(self) -> None:
+        self.last_ping = time.monotonic()
+        try:
+            await self.ws.ping()
+        except (ConnectionError, RuntimeError):
+            self.close_soon(CloseCode.GOING_AWAY, "connection lost")
+
+    # --- instructions -------------------------------------------------------------------
+
+    async def call(self, name: str, resource_type: str, resource_id: str, data: dict[str, Any],
+                   timeout: float, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Send an instruction and wait for its reply; raise InstructionError on failure."""
+        request = protocol.Request(id=str(uuid.uuid4()), name=name, resource_type=resource_type,
+                                   resource_id=resource_id, data=data,
+                                   timeout_ms=int(timeout * 1000))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request.id] = _Pending(future, on_progress, name)
+        started = time.monotonic()
+        try:
+            self.send(request)
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise InstructionTimeout(
+                f"host {self.public_host_id} did not answer {name} within {timeout:g} s"
+            ) from None
+        finally:
+            self._pending.pop(request.id, None)
+            self.log.info("%s on %s %s took %.0f ms", name, resource_type, resource_id,
+                          (time.monotonic() - started) * 1000)
+
+    async def _handle(self, message: protocol.Message) -> None:
+        match message:
+            case protocol.Reply():
+                pending = self._pending.get(message.request_id)
+                if pending is None or pending.future.done():
+                    self.log.debug("late reply to %s ignored", message.request_id)
+                elif message.error is not None:
+                    pending.future.set_exception(
+                        InstructionError(message.error.message, message.error.code))
+                else:
+                    pending.future.set_result(message.data)
+            case protocol.Progress():
+                pending = self._pending.get(message.request_id)
+                if pending is not None and pending.on_progress is not None:
+                    await pending.on_progress(message)
+            case protocol.Facts():
+                await self._on_facts(message.changes)
+            case protocol.Hello():
+                raise ProtocolError("hello may only be sent once, first")
+            case protocol.Welcome() | protocol.Request():
+                raise ProtocolError(f"agents may not send {message.type} messages")
+
+    # --- the session --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read until the socket closes; close it with a reason on a protocol error."""
+        self._writer = asyncio.create_task(self._write_loop())
+        try:
+            async for msg in self.ws:
+                self.last_seen = time.monotonic()
+                if msg.type is WSMsgType.TEXT:
+                    try:
+                        await self._handle(protocol.parse(msg.data))
+                    except ProtocolError as exc:
+                        self.log.warning("closing: %s", exc)
+                        await self.ws.close(code=CloseCode.INVALID_MESSAGE,
+                                            message=str(exc)[:120].encode())
+                        break
+                elif msg.type is WSMsgType.PING:
+                    await self.ws.pong(msg.data)
+                elif msg.type is WSMsgType.PONG:
+                    pass
+                elif msg.type is WSMsgType.BINARY:
+                    await self.ws.close(code=CloseCode.INVALID_MESSAGE,
+                                        message=b"binary frames are not part of the protocol")
+                    break
+                else:
+                    break
+        finally:
+            self._writer.cancel()
+            reason = self._closing[1] if self._closing else "agent disconnected"
+            for pending in self._pending.values():
+                if not pending.future.done():
+                    pending.future.set_exception(HostNotConnected(
+                        f"host {self.public_host_id} disconnected during {pending.name}: "
+                        f"{reason}"))
+            if self._closing is not None and not self.ws.closed:
+                await self.ws.close(code=self._closing[0], message=self._closing[1].encode())
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Ask the session to end; safe to call from anywhere, any number of times."""
+        if self._closing is not None:
+            return
+        self._closing = (code, reason)
+        self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.close(code=code, message=reason.encode()[:120])

@@ -1,0 +1,1 @@
+"""The Rancher API framework: schemas, validation, rendering, queries, auth and errors."""

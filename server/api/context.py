@@ -1,0 +1,51 @@
+"""Who is asking and where: the principal, the environment in scope, and the URL bases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from server.store import Record
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+
+class PrincipalKind(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
+    AGENT = "agent"
+    REGISTRATION = "registration"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller. ``credential_id`` is the key or token that authenticated it."""
+
+    kind: PrincipalKind
+    account_id: int | None
+    credential_id: int
+    project_id: int | None = None
+    host_id: int | None = None
+
+
+@dataclass
+class RequestContext:
+    """Everything a resource handler needs to know about the request it serves."""
+
+    principal: Principal
+    project: Record | None
+    # Version root without project scope, e.g. ``http://h:8080/v1``.
+    version_url: str
+    # Where collections of this request live: version_url, or .../projects/1a5 when scoped.
+    base_url: str
+    services: Services
+    # Values shown once, in the response that created them (a new API key's secret).
+    reveal: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # True when the request named its environment (URL or X-API-Project-Id header).
+    explicit_project: bool = False
+
+    @property
+    def schemas_url(self) -> str:
+        return f"{self.base_url}/schemas"

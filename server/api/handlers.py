@@ -1,0 +1,207 @@
+"""Generic REST handlers for every resource type: versions, schemas, collections, resources,
+actions. Paths are parsed here, so project scoping works the same under every collection."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from server.api import policy
+from server.api.auth import authenticate_api
+from server.api.context import Principal, RequestContext
+from server.api.errors import MethodNotAllowed, NotFound
+from server.api.policy import Verb
+from server.api.query import FIELD_COLUMNS, parse_collection_query, value_kind
+from server.api.render import render_collection, render_resource
+from server.api.schema import Scope
+from server.api.types import ResourceType
+from server.api.validation import validate_create, validate_input, validate_update
+from server.api.web import SCHEMAS_URL_KEY, VERSIONS, json_response, origin, read_json
+from server.services import Services
+from server.store import Query, Record
+from shared.ids import format_id, parse_id
+
+SERVICES = web.AppKey("services", Services)
+PROJECT_PREFIX = "1a"
+# Removed resources stay listed this long, as in Rancher, and readable by id for ever.
+REMOVED_LISTED_MS = 300_000
+
+
+async def versions(request: web.Request) -> web.Response:
+    base = origin(request)
+    data = [{"id": v, "type": "apiVersion", "links": {"self": f"{base}/{v}"}, "actions": {}}
+            for v in VERSIONS]
+    return json_response({"type": "collection", "resourceType": "apiVersion",
+                          "links": {"self": f"{base}/", "latest": f"{base}/v2-beta"},
+                          "createTypes": {}, "actions": {}, "sortLinks": {},
+                          "pagination": None, "sort": None, "filters": {},
+                          "createDefaults": {}, "data": data})
+
+
+async def _project(services: Services, principal: Principal, raw: str | None) -> Record | None:
+    if raw is None:
+        if principal.account_id is None:
+            return None
+        account = await services.store.get(principal.account_id)
+        default = account.data.get("defaultProjectId") if account is not None else None
+        return await services.store.get(default) if isinstance(default, int) else None
+    number = parse_id(raw, PROJECT_PREFIX)
+    project = await services.store.get(number) if number is not None else None
+    if project is None or project.type != "project" or \
+            not policy.can_enter_project(principal, project):
+        raise NotFound(f"environment {raw} not found")
+    return project
+
+
+async def api(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    version = request.match_info["version"]
+    version_url = f"{origin(request)}/{version}"
+    segments = [s for s in request.match_info["tail"].split("/") if s]
+    scoped = None
+    if len(segments) >= 3 and segments[0] == "projects":
+        scoped, segments = segments[1], segments[2:]
+    base_url = f"{version_url}/projects/{scoped}" if scoped else version_url
+    request[SCHEMAS_URL_KEY] = f"{base_url}/schemas"
+    principal = await authenticate_api(services.store, request.headers.get("Authorization"))
+    header_project = request.headers.get("X-API-Project-Id") or None
+    project = await _project(services, principal, scoped or header_project)
+    ctx = RequestContext(principal=principal, project=project, version_url=version_url,
+                         base_url=base_url, services=services,
+                         explicit_project=bool(scoped or header_project))
+    match segments:
+        case []:
+            return _root(request, ctx)
+        case ["schemas"]:
+            return _schemas(ctx)
+        case ["schemas", schema_id]:
+            return _schema(ctx, schema_id)
+        case [collection]:
+            rtype = _type(services, principal, collection)
+            if request.method == "GET":
+                return await _list(request, ctx, rtype)
+            if request.method == "POST":
+                return await _create(request, ctx, rtype)
+            raise MethodNotAllowed(f"{request.method} is not allowed on a collection")
+        case [collection, resource_id]:
+            rtype = _type(services, principal, collection)
+            return await _resource(request, ctx, rtype, resource_id)
+        case _:
+            raise NotFound(f"no such resource: {request.path}")
+
+
+def _root(request: web.Request, ctx: RequestContext) -> web.Response:
+    if request.method != "GET":
+        raise MethodNotAllowed(f"{request.method} is not allowed here")
+    links = {"self": ctx.base_url, "schemas": ctx.schemas_url}
+    for schema in ctx.services.types.schemas():
+        if not schema.embedded and policy.can_use(ctx.principal, schema):
+            links[schema.collection_name] = f"{ctx.base_url}/{schema.collection_name}"
+    return json_response({"id": ctx.version_url.rsplit("/", 1)[1], "type": "apiVersion",
+                          "links": links, "actions": {}})
+
+
+def _schemas(ctx: RequestContext) -> web.Response:
+    data = [s.render(ctx.base_url) for s in ctx.services.types.schemas()
+            if policy.can_use(ctx.principal, s)]
+    return json_response({"type": "collection", "resourceType": "schema",
+                          "links": {"self": ctx.schemas_url, "root": ctx.base_url},
+                          "createTypes": {}, "actions": {}, "pagination": None,
+                          "sortLinks": {}, "sort": None, "filters": {},
+                          "createDefaults": {}, "data": data})
+
+
+def _schema(ctx: RequestContext, schema_id: str) -> web.Response:
+    schema = ctx.services.types.schema(schema_id)
+    if schema is None or not policy.can_use(ctx.principal, schema):
+        raise NotFound(f"schema {schema_id} not found")
+    return json_response(schema.render(ctx.base_url))
+
+
+def _type(services: Services, principal: Principal, collection: str) -> ResourceType:
+    rtype = services.types.by_collection(collection)
+    if rtype is None or not policy.can_use(principal, rtype.schema):
+        raise NotFound(f"unknown resource type {collection!r}")
+    return rtype
+
+
+def _scope_filter(ctx: RequestContext, rtype: ResourceType) -> dict[str, Any]:
+    scope = rtype.schema.scope
+    if scope is Scope.PROJECT:
+        if ctx.project is None:
+            return {"project_id": -1}
+        return {"project_id": ctx.project.id}
+    if scope is Scope.ACCOUNT:
+        return {"account_id": ctx.principal.account_id}
+    return {}
+
+
+async def _list(request: web.Request, ctx: RequestContext, rtype: ResourceType) -> web.Response:
+    policy.check(ctx.principal, Verb.LIST, rtype.schema)
+    cq = parse_collection_query(rtype.schema, request.query)
+    sort_field = rtype.schema.all_fields.get(cq.sort) if cq.sort else None
+    records = await ctx.services.store.list(Query(
+        types=[rtype.schema.id], conditions=cq.conditions,
+        removed_since=int(time.time() * 1000) - REMOVED_LISTED_MS,
+        sort=FIELD_COLUMNS.get(cq.sort, cq.sort) if cq.sort else "id",
+        sort_kind=value_kind(sort_field) if sort_field is not None else "int",
+        descending=cq.descending, limit=cq.limit + 1, offset=cq.offset,
+        **_scope_filter(ctx, rtype)))
+    has_more = len(records) > cq.limit
+    return json_response(render_collection(ctx, rtype, records[:cq.limit], cq, request.query,
+                                           has_more))
+
+
+async def _create(request: web.Request, ctx: RequestContext,
+                  rtype: ResourceType) -> web.Response:
+    policy.check(ctx.principal, Verb.CREATE, rtype.schema)
+    if "POST" not in rtype.schema.collection_methods:
+        raise MethodNotAllowed(f"{rtype.schema.plural_name} cannot be created through the API")
+    values = validate_create(rtype.schema, await read_json(request))
+    record = await rtype.create(ctx, values)
+    return json_response(render_resource(ctx, rtype, record), status=201)
+
+
+async def load(ctx: RequestContext, rtype: ResourceType, resource_id: str) -> Record:
+    number = parse_id(resource_id, rtype.schema.id_prefix)
+    record = await ctx.services.store.get(number) if number is not None else None
+    if record is None or record.type != rtype.schema.id:
+        raise NotFound(f"{rtype.schema.id} {resource_id} not found")
+    policy.check(ctx.principal, Verb.READ, rtype.schema, record)
+    if ctx.explicit_project and rtype.schema.scope is Scope.PROJECT and \
+            ctx.project is not None and record.project_id != ctx.project.id:
+        raise NotFound(f"{rtype.schema.id} {resource_id} not found in environment "
+                       f"{format_id(PROJECT_PREFIX, ctx.project.id)}")
+    return record
+
+
+async def _resource(request: web.Request, ctx: RequestContext, rtype: ResourceType,
+                    resource_id: str) -> web.Response:
+    schema = rtype.schema
+    record = await load(ctx, rtype, resource_id)
+    action = request.query.get("action")
+    if request.method == "GET":
+        return json_response(render_resource(ctx, rtype, record))
+    if request.method == "POST" and action:
+        policy.check(ctx.principal, Verb.ACTION, schema, record)
+        spec = schema.actions.get(action)
+        input_schema = ctx.services.types.schema(spec.input) if spec and spec.input else None
+        values = validate_input(input_schema, await read_json(request))
+        result = await rtype.run_action(ctx, record, action, values)
+        if isinstance(result, Record):
+            return json_response(render_resource(ctx, rtype, result))
+        return json_response(result)
+    if request.method == "PUT" and "PUT" in schema.resource_methods:
+        policy.check(ctx.principal, Verb.UPDATE, schema, record)
+        values = validate_update(schema, await read_json(request))
+        updated = await rtype.update(ctx, record, values) if values else record
+        return json_response(render_resource(ctx, rtype, updated))
+    if request.method == "DELETE" and "DELETE" in schema.resource_methods:
+        policy.check(ctx.principal, Verb.DELETE, schema, record)
+        removed = await rtype.remove(ctx, record)
+        return json_response(render_resource(ctx, rtype, removed))
+    if request.method == "POST":
+        raise MethodNotAllowed("POST on a resource needs ?action=<name>")
+    raise MethodNotAllowed(f"{request.method} is not allowed on {schema.plural_name}")

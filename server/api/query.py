@@ -1,0 +1,142 @@
+"""Turn a collection request's query string into a store query: filters, sort, pagination.
+
+Filters are ``field=value`` or ``field_<modifier>=value``; unknown parameters are ignored, as
+Rancher's clients expect, but a known field with a bad modifier or value is a 422.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from multidict import MultiMapping
+
+from server.api.errors import invalid
+from server.api.schema import Field, Schema
+from server.store.interface import Condition, Operator, ValueKind
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MODIFIERS: tuple[Operator, ...] = ("eq", "ne", "lt", "lte", "gt", "gte", "prefix", "like",
+                                   "notlike", "null", "notnull")
+_RESERVED = frozenset({"limit", "marker", "sort", "order", "include", "action"})
+
+# API field name → record column; other fields live in the record's data map.
+FIELD_COLUMNS: Mapping[str, str] = {
+    "id": "id", "kind": "kind", "uuid": "uuid", "name": "name", "description": "description",
+    "state": "state", "removed": "removed", "transitioning": "transitioning",
+    "created": "created",
+}
+
+
+@dataclass(frozen=True)
+class CollectionQuery:
+    conditions: list[Condition]
+    filters: dict[str, list[dict[str, Any]]]
+    sort: str | None
+    descending: bool
+    limit: int
+    offset: int
+
+
+def value_kind(spec: Field) -> ValueKind:
+    if spec.type == "int" or spec.type == "date":
+        return "int"
+    if spec.type == "float":
+        return "float"
+    if spec.type == "boolean":
+        return "bool"
+    return "string"
+
+
+def _convert(name: str, spec: Field, raw: str) -> Any:
+    kind = value_kind(spec)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise invalid("InvalidFormat", name, f"filter {name} needs a number, not {raw!r}") from None
+    if kind == "bool":
+        lowered = raw.lower()
+        if lowered not in ("true", "false"):
+            raise invalid("InvalidFormat", name, f"filter {name} needs true or false")
+        return lowered == "true"
+    return raw
+
+
+def _split(param: str, fields: Mapping[str, Field]) -> tuple[str, Operator] | None:
+    if param in fields:
+        return param, "eq"
+    name, sep, modifier = param.rpartition("_")
+    for op in MODIFIERS:
+        if sep and name in fields and modifier == op:
+            return name, op
+    return None
+
+
+def _int_param(params: MultiMapping[str], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid("InvalidFormat", name, f"{name} must be an integer") from None
+    if value < (1 if name == "limit" else 0):
+        raise invalid("MinLimitExceeded", name, f"{name} is too small")
+    return value
+
+
+def parse_marker(raw: str | None) -> int:
+    if not raw:
+        return 0
+    if raw.startswith("m") and raw[1:].isdigit():
+        return int(raw[1:])
+    raise invalid("InvalidFormat", "marker", "marker is not one this server issued")
+
+
+def parse_collection_query(schema: Schema, params: MultiMapping[str]) -> CollectionQuery:
+    fields = schema.all_fields
+    conditions: list[Condition] = []
+    filters: dict[str, list[dict[str, Any]]] = {}
+    for param in params:
+        if param in _RESERVED or param.startswith("_"):
+            continue
+        split = _split(param, fields)
+        if split is None:
+            continue  # not ours: Rancher's clients add parameters of their own
+        name, modifier = split
+        spec = fields[name]
+        if not spec.filterable:
+            raise invalid("InvalidOption", name, f"{schema.id} cannot be filtered by {name}")
+        if modifier not in spec.modifiers:
+            raise invalid("InvalidOption", name,
+                          f"filter modifier {modifier!r} does not apply to {name}")
+        for raw in params.getall(param):
+            value = None if modifier in ("null", "notnull") else _convert(name, spec, raw)
+            if name == "id" and value is not None:
+                value = _id_number(schema, str(value))
+            conditions.append(Condition(field=FIELD_COLUMNS.get(name, name), op=modifier,
+                                        value=value, kind="int" if name == "id"
+                                        else value_kind(spec)))
+            filters.setdefault(name, []).append({"modifier": modifier, "value": raw})
+    sort = params.get("sort") or None
+    if sort is not None and (sort not in fields or not fields[sort].filterable):
+        raise invalid("InvalidOption", "sort", f"{schema.id} cannot be sorted by {sort!r}")
+    order = (params.get("order") or "asc").lower()
+    if order not in ("asc", "desc"):
+        raise invalid("InvalidOption", "order", "order must be asc or desc")
+    limit = min(_int_param(params, "limit", DEFAULT_LIMIT), MAX_LIMIT)
+    return CollectionQuery(conditions=conditions, filters=filters, sort=sort,
+                           descending=order == "desc", limit=limit,
+                           offset=parse_marker(params.get("marker")))
+
+
+def _id_number(schema: Schema, raw: str) -> int:
+    from shared.ids import parse_id
+
+    number = parse_id(raw, schema.id_prefix)
+    return number if number is not None else -1

@@ -1,0 +1,203 @@
+"""Declarative schemas: one ``Schema`` per resource type, kept in one ``SchemaRegistry``.
+
+A schema says what a client may send (fields with type, create/update flags, limits), which
+HTTP methods and actions exist and in which states each action is valid, which filters a
+collection takes, and where the type lives (an environment, an account, or globally).
+Rendering a schema to the Rancher ``schema`` JSON is pure and lives here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from shared.ids import prefix_for
+
+STRING_MODIFIERS = ("eq", "ne", "null", "notnull", "prefix", "like", "notlike")
+NUMBER_MODIFIERS = ("eq", "ne", "lt", "lte", "gt", "gte", "null", "notnull")
+BOOL_MODIFIERS = ("eq", "ne", "null", "notnull")
+
+
+class Scope(StrEnum):
+    """Where a resource belongs: authorization and URL scoping follow from it."""
+
+    PROJECT = "project"
+    ACCOUNT = "account"
+    GLOBAL = "global"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a resource type, as the Rancher schema describes it."""
+
+    type: str = "string"
+    create: bool = False
+    update: bool = False
+    required: bool = False
+    nullable: bool = True
+    default: Any = None
+    options: tuple[str, ...] | None = None
+    min: int | None = None
+    max: int | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    unique: bool = False
+    filterable: bool = True
+
+    def render(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "nullable": self.nullable,
+                               "create": self.create, "update": self.update,
+                               "required": self.required}
+        if self.default is not None:
+            out["default"] = self.default
+        if self.options is not None:
+            out["options"] = list(self.options)
+        for key, value in (("min", self.min), ("max", self.max), ("minLength", self.min_length),
+                           ("maxLength", self.max_length)):
+            if value is not None:
+                out[key] = value
+        if self.unique:
+            out["unique"] = True
+        return out
+
+    @property
+    def modifiers(self) -> tuple[str, ...]:
+        if self.type in ("int", "float", "date"):
+            return NUMBER_MODIFIERS
+        if self.type == "boolean":
+            return BOOL_MODIFIERS
+        return STRING_MODIFIERS
+
+
+@dataclass(frozen=True)
+class Action:
+    """A resource action, valid only while the resource is in one of ``states``."""
+
+    states: frozenset[str]
+    input: str | None = None
+    output: str | None = None
+
+
+# Fields every resource has; resources add their own beside them.
+COMMON_FIELDS: Mapping[str, Field] = {
+    "id": Field(type="string", nullable=False),
+    "type": Field(type="string", nullable=False, filterable=False),
+    "baseType": Field(type="string", nullable=False, filterable=False),
+    "kind": Field(type="string", nullable=False),
+    "uuid": Field(type="string", nullable=False),
+    "name": Field(type="string", create=True, update=True, max_length=255),
+    "description": Field(type="string", create=True, update=True, max_length=1024),
+    "state": Field(type="enum", nullable=False),
+    "accountId": Field(type="reference[account]", filterable=False),
+    "transitioning": Field(type="enum", options=("yes", "no", "error"), nullable=False),
+    "transitioningMessage": Field(type="string", filterable=False),
+    "transitioningProgress": Field(type="int", filterable=False),
+    "created": Field(type="date", filterable=False),
+    "createdTS": Field(type="int", filterable=False),
+    "removed": Field(type="date"),
+    "removedTS": Field(type="int", filterable=False),
+}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Everything the framework needs to serve one resource type."""
+
+    id: str
+    scope: Scope
+    fields: Mapping[str, Field] = field(default_factory=dict)
+    states: tuple[str, ...] = ()
+    actions: Mapping[str, Action] = field(default_factory=dict)
+    collection_methods: tuple[str, ...] = ("GET",)
+    resource_methods: tuple[str, ...] = ("GET",)
+    base_type: str | None = None
+    plural: str | None = None
+    prefix: str | None = None
+    # Types with no collection of their own (action inputs and outputs, embedded objects).
+    embedded: bool = False
+
+    @property
+    def base(self) -> str:
+        return self.base_type or self.id
+
+    @property
+    def plural_name(self) -> str:
+        if self.plural:
+            return self.plural
+        return self.id + ("es" if self.id.endswith(("s", "x")) else "s")
+
+    @property
+    def collection_name(self) -> str:
+        return self.plural_name.lower()
+
+    @property
+    def id_prefix(self) -> str:
+        return self.prefix or prefix_for(self.base)
+
+    @property
+    def all_fields(self) -> Mapping[str, Field]:
+        """Common fields, overridden and extended by the type's own."""
+        if self.embedded:
+            return self.fields
+        merged = dict(COMMON_FIELDS)
+        merged["state"] = replace(COMMON_FIELDS["state"], options=self.states or None)
+        merged.update(self.fields)
+        return merged
+
+    def valid_actions(self, state: str) -> list[str]:
+        return [name for name, action in self.actions.items() if state in action.states]
+
+    def render(self, base_url: str) -> dict[str, Any]:
+        """The schema as Rancher's ``schema`` resource; ``base_url`` is the version root."""
+        links = {"self": f"{base_url}/schemas/{self.id}"}
+        if not self.embedded:
+            links["collection"] = f"{base_url}/{self.collection_name}"
+        fields = self.all_fields
+        return {
+            "id": self.id,
+            "type": "schema",
+            "links": links,
+            "actions": {},
+            "pluralName": self.plural_name,
+            "baseType": self.base,
+            "resourceFields": {name: f.render() for name, f in fields.items()},
+            "resourceMethods": list(self.resource_methods) if not self.embedded else [],
+            "collectionMethods": list(self.collection_methods) if not self.embedded else [],
+            "resourceActions": {name: {"input": a.input, "output": a.output or self.id}
+                                for name, a in self.actions.items()},
+            "collectionActions": {},
+            "collectionFields": {},
+            "collectionFilters": {} if self.embedded else {
+                name: {"modifiers": list(f.modifiers)}
+                for name, f in fields.items() if f.filterable
+            },
+            "includeableLinks": [],
+        }
+
+
+class SchemaRegistry:
+    """All schemas, by id and by collection name; the single list of resource types."""
+
+    def __init__(self, schemas: Iterable[Schema] = ()) -> None:
+        self._by_id: dict[str, Schema] = {}
+        self._by_collection: dict[str, Schema] = {}
+        for schema in schemas:
+            self.add(schema)
+
+    def add(self, schema: Schema) -> None:
+        if schema.id in self._by_id:
+            raise ValueError(f"schema {schema.id!r} registered twice")
+        self._by_id[schema.id] = schema
+        if not schema.embedded:
+            self._by_collection[schema.collection_name] = schema
+
+    def get(self, schema_id: str) -> Schema | None:
+        return self._by_id.get(schema_id)
+
+    def by_collection(self, name: str) -> Schema | None:
+        return self._by_collection.get(name.lower())
+
+    def __iter__(self) -> Any:
+        return iter(self._by_id.values())

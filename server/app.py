@@ -1,0 +1,77 @@
+"""The server application: ``create_app(settings)``, its routes, and what it opens and closes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from server.agents.endpoint import agent_connect
+from server.agents.hub import AgentHub
+from server.agents.registration import register, script, wheel
+from server.api.handlers import SERVICES, api, versions
+from server.api.web import api_middleware, json_response
+from server.bootstrap import banner, bootstrap
+from server.config import Settings
+from server.events import EventBus
+from server.resources import build_types
+from server.security import ServerKey
+from server.services import Services
+from server.store.sql import SqlStore, sqlite_url
+from shared.protocol import AGENT_PATH
+
+log = logging.getLogger(__name__)
+SETTINGS = web.AppKey("settings", Settings)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"type": "health", "status": "ok",
+                          "agents": len(request.app[SERVICES].hub.connected_hosts())})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", versions)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get(AGENT_PATH, agent_connect)
+    app.router.add_post("/v1/register", register)
+    app.router.add_get("/v1/scripts/{token}", script)
+    app.router.add_get("/v1/scripts/{token}/{filename}", wheel)
+    app.router.add_route("*", r"/{version:v1|v2-beta}{tail:(/.*)?}", api)
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    events = EventBus()
+    store = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir),
+                                on_change=events.publish)
+    server_key = ServerKey.load_or_create(settings.data_dir)
+    hub = AgentHub(store, settings)
+    app[SERVICES] = Services(settings=settings, store=store, types=build_types(),
+                             server_key=server_key, events=events, hub=hub)
+    first = await bootstrap(store, settings, server_key)
+    if first is not None:
+        print(banner(first), file=sys.stdout, flush=True)
+    await hub.start()
+    try:
+        yield
+    finally:
+        await hub.stop()
+        await store.close()
+
+
+async def _close_agents(app: web.Application) -> None:
+    # Websocket handlers keep running until their sockets close: close them before the
+    # server waits for its handlers to finish.
+    await app[SERVICES].hub.stop()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[api_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_services)
+    app.on_shutdown.append(_close_agents)
+    setup_routes(app)
+    return app

@@ -1,0 +1,58 @@
+"""Accounts (admin, user) and projects (environments)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.api.context import RequestContext
+from server.api.schema import Action, Field, Schema, Scope
+from server.api.types import ResourceType
+from server.store import Record
+
+_LIFECYCLE = {
+    "activate": Action(frozenset({"inactive"})),
+    "deactivate": Action(frozenset({"active"})),
+    "remove": Action(frozenset({"inactive", "active"})),
+    "purge": Action(frozenset({"removed"})),
+}
+_STATES = ("active", "inactive", "removed", "purged")
+
+ACCOUNT = Schema(
+    id="account",
+    scope=Scope.GLOBAL,
+    fields={
+        "kind": Field(type="enum", create=True, options=("admin", "user"), default="user",
+                      nullable=False),
+        "externalId": Field(create=True, update=True, max_length=255),
+        "externalIdType": Field(create=True, update=True, max_length=128),
+    },
+    states=_STATES,
+    actions=_LIFECYCLE,
+    collection_methods=("GET", "POST"),
+    resource_methods=("GET", "PUT", "DELETE"),
+)
+
+PROJECT = Schema(
+    id="project",
+    scope=Scope.GLOBAL,
+    prefix="1a",  # environments are accounts in Rancher, and share their ids
+    fields={
+        "name": Field(create=True, update=True, required=True, nullable=False, min_length=1,
+                      max_length=255),
+        "orchestration": Field(type="enum", options=("cattle",), default="cattle"),
+    },
+    states=_STATES,
+    actions=_LIFECYCLE,
+    collection_methods=("GET", "POST"),
+    resource_methods=("GET", "PUT", "DELETE"),
+)
+
+
+class AccountType(ResourceType):
+    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
+        kind = values.pop("kind", "user")
+        return await self.store_new(ctx, values, project_id=None, account_id=None, kind=kind)
+
+
+def types() -> list[ResourceType]:
+    return [AccountType(ACCOUNT), ResourceType(PROJECT)]

@@ -1,0 +1,109 @@
+"""Credentials: API keys (secret shown once, stored hashed) and registration tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+from server.api.context import RequestContext
+from server.api.schema import Action, Field, Schema, Scope
+from server.api.types import ResourceType
+from server.security import digest, new_access_key, new_secret_key
+from server.store import NewRecord, Record
+
+_LIFECYCLE = {
+    "activate": Action(frozenset({"inactive"})),
+    "deactivate": Action(frozenset({"active"})),
+    "remove": Action(frozenset({"inactive", "active"})),
+    "purge": Action(frozenset({"removed"})),
+}
+_STATES = ("active", "inactive", "removed", "purged")
+
+API_KEY = Schema(
+    id="apiKey",
+    base_type="credential",
+    scope=Scope.ACCOUNT,
+    fields={
+        "publicValue": Field(),
+        "secretValue": Field(type="password", filterable=False),
+    },
+    states=_STATES,
+    actions=_LIFECYCLE,
+    collection_methods=("GET", "POST"),
+    resource_methods=("GET", "PUT", "DELETE"),
+)
+
+REGISTRATION_TOKEN = Schema(
+    id="registrationToken",
+    base_type="credential",
+    scope=Scope.PROJECT,
+    fields={
+        "token": Field(filterable=False),
+        "registrationUrl": Field(filterable=False),
+        "command": Field(filterable=False),
+        "installCommand": Field(filterable=False),
+    },
+    states=_STATES,
+    actions=_LIFECYCLE,
+    collection_methods=("GET", "POST"),
+    resource_methods=("GET", "PUT", "DELETE"),
+)
+
+
+def api_key_record(account_id: int, access: str, secret: str, name: str | None) -> NewRecord:
+    """The stored form of an API key: the secret only as a digest."""
+    return NewRecord(type="apiKey", kind="apiKey", state="active", name=name,
+                     account_id=account_id, lookup_key=access,
+                     data={"publicValue": access, "secretHash": digest(secret)})
+
+
+class ApiKeyType(ResourceType):
+    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
+        access, secret = new_access_key(), new_secret_key()
+        assert ctx.principal.account_id is not None
+        new = api_key_record(ctx.principal.account_id, access, secret, values.get("name"))
+        record = await ctx.services.store.create(
+            dataclasses.replace(new, description=values.get("description")))
+        ctx.reveal[record.id] = {"secretValue": secret}
+        return record
+
+
+def registration_token_record(project_id: int, token_uuid: str, token: str) -> NewRecord:
+    return NewRecord(type="registrationToken", kind="registrationToken", state="active",
+                     project_id=project_id, uuid=token_uuid, lookup_key=digest(token))
+
+
+def registration_url(public_origin: str, token: str) -> str:
+    return f"{public_origin}/v1/scripts/{token}"
+
+
+def registration_commands(url: str) -> dict[str, str]:
+    return {
+        "registrationUrl": url,
+        "command": f"sudo corral-agent {url}",
+        "installCommand": f"curl -fsSL {url} | sudo sh",
+    }
+
+
+class RegistrationTokenType(ResourceType):
+    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
+        project_id, _ = self.owner(ctx)
+        assert project_id is not None
+        token_uuid = str(uuid.uuid4())
+        token = ctx.services.server_key.registration_token(token_uuid)
+        new = registration_token_record(project_id, token_uuid, token)
+        return await ctx.services.store.create(dataclasses.replace(
+            new, name=values.get("name"), description=values.get("description")))
+
+    def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
+        if record.state != "active":
+            return {"token": None, "registrationUrl": None, "command": None,
+                    "installCommand": None}
+        token = ctx.services.server_key.registration_token(record.uuid)
+        public_origin = ctx.services.settings.public_url or ctx.version_url.rsplit("/", 1)[0]
+        return {"token": token, **registration_commands(registration_url(public_origin, token))}
+
+
+def types() -> list[ResourceType]:
+    return [ApiKeyType(API_KEY), RegistrationTokenType(REGISTRATION_TOKEN)]

@@ -1,0 +1,207 @@
+"""Hosts: registered by their agents, described by the facts the agents report.
+
+A host's ``state`` is its lifecycle (``inactive`` after deactivate, ``removed``...) while it is
+not active; an active host shows its agent's liveness there too (``reconnecting``,
+``disconnected``), and always in ``agentState``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from server.agents.liveness import AgentState
+from server.api.context import RequestContext
+from server.api.errors import Unavailable, invalid
+from server.api.schema import Action, Field, Schema, Scope
+from server.api.types import ResourceType, Transition, now_ms, transitions
+from server.store import Condition, Query, Record, Store
+from shared.errors import HostNotConnected, InstructionError
+from shared.ids import format_id
+
+LIVE_STATES = frozenset({"active", "reconnecting", "disconnected"})
+MIB = 1024 * 1024
+
+HOST = Schema(
+    id="host",
+    scope=Scope.PROJECT,
+    fields={
+        "hostname": Field(),
+        "agentIpAddress": Field(),
+        "agentState": Field(type="enum", options=tuple(s.value for s in AgentState)),
+        "agentVersion": Field(),
+        "labels": Field(type="map[string]", update=True, filterable=False),
+        "info": Field(type="json", filterable=False),
+        "memory": Field(type="int"),
+        "milliCpu": Field(type="int"),
+        "localStorageMb": Field(type="int"),
+    },
+    states=("registering", "active", "reconnecting", "disconnected", "inactive", "removed",
+            "purged"),
+    actions={
+        "activate": Action(frozenset({"inactive"})),
+        "deactivate": Action(LIVE_STATES),
+        "remove": Action(frozenset({"inactive", "registering"})),
+        "purge": Action(frozenset({"removed"})),
+        "inspect": Action(frozenset({"active"}), output="hostInspection"),
+    },
+    collection_methods=("GET",),
+    resource_methods=("GET", "PUT", "DELETE"),
+)
+
+HOST_INSPECTION = Schema(
+    id="hostInspection",
+    scope=Scope.PROJECT,
+    embedded=True,
+    fields={"hostId": Field(type="reference[host]"), "facts": Field(type="json"),
+            "docker": Field(type="json"), "durationMs": Field(type="int")},
+)
+
+
+def facts_fields(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Host fields derived from the facts an agent reports (hello, or changed sections)."""
+    out: dict[str, Any] = {}
+    if isinstance(facts.get("hostname"), str):
+        out["hostname"] = facts["hostname"]
+    if isinstance(facts.get("labels"), dict):
+        out["reportedLabels"] = {str(k): str(v) for k, v in facts["labels"].items()}
+    info = facts.get("info")
+    if isinstance(info, dict):
+        out["info"] = info
+        memory = info.get("memoryInfo", {}).get("memTotal") if isinstance(
+            info.get("memoryInfo"), dict) else None
+        if isinstance(memory, int | float):
+            out["memory"] = int(memory * MIB)
+        cpus = info.get("cpuInfo", {}).get("count") if isinstance(
+            info.get("cpuInfo"), dict) else None
+        if isinstance(cpus, int):
+            out["milliCpu"] = cpus * 1000
+        mounts = info.get("diskInfo", {}).get("mountPoints") if isinstance(
+            info.get("diskInfo"), dict) else None
+        if isinstance(mounts, dict) and isinstance(mounts.get("/"), dict):
+            total = mounts["/"].get("total")
+            if isinstance(total, int | float):
+                out["localStorageMb"] = int(total)
+    return out
+
+
+def merged_info(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Facts after a ``facts`` report: changed info sections replace the stored ones."""
+    merged = dict(changes)
+    if isinstance(changes.get("info"), dict):
+        info = dict(current.get("info") or {})
+        info.update(changes["info"])
+        merged["info"] = info
+    return merged
+
+
+async def apply_hello(store: Store, host: Record, facts: Mapping[str, Any], agent_ip: str,
+                      agent_version: str) -> Record:
+    """Record what a (re)connecting agent says about its host: one write per connection."""
+    data = facts_fields(facts)
+    data.update(agentIpAddress=agent_ip, agentVersion=agent_version,
+                agentState=AgentState.ACTIVE.value)
+    columns: dict[str, Any] = {}
+    if host.state in LIVE_STATES or host.state == "registering":
+        columns["state"] = "active"
+    if host.name is None and "hostname" in data:
+        columns["name"] = data["hostname"]
+    return await store.update(host.id, columns, data)
+
+
+async def apply_facts(store: Store, host_id: int, changes: Mapping[str, Any]) -> Record | None:
+    """Write the sections that changed, and nothing when nothing did."""
+    host = await store.get(host_id)
+    if host is None:
+        return None
+    data = facts_fields(merged_info(host.data, changes))
+    changed = {k: v for k, v in data.items() if host.data.get(k) != v}
+    if not changed:
+        return host
+    return await store.update(host_id, {}, changed)
+
+
+async def set_agent_state(store: Store, host_id: int, state: AgentState) -> None:
+    """Persist a liveness transition (rare: not once per ping)."""
+    host = await store.get(host_id)
+    if host is None or host.state in ("removed", "purged"):
+        return
+    columns = {"state": state.value} if host.state in LIVE_STATES else {}
+    await store.update(host_id, columns, {"agentState": state.value})
+
+
+async def hosts_with_live_agents(store: Store) -> list[Record]:
+    """Hosts whose stored agent state says an agent was connected (for the start-up pass)."""
+    live = [AgentState.ACTIVE.value, AgentState.REGISTERING.value]
+    out: list[Record] = []
+    offset = 0
+    while True:
+        page = await store.list(Query(types=["host"], limit=500, offset=offset))
+        out.extend(r for r in page if r.data.get("agentState") in live and r.removed is None)
+        if len(page) < 500:
+            return out
+        offset += 500
+
+
+HOST_TRANSITIONS = transitions(
+    deactivate=(set(LIVE_STATES), "inactive"),
+    remove=({"inactive", "registering"}, "removed"),
+    purge=({"removed"}, "purged"),
+)
+
+
+class HostType(ResourceType):
+    transitions = HOST_TRANSITIONS
+
+    def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
+        labels = dict(record.data.get("reportedLabels") or {})
+        labels.update(record.data.get("userLabels") or {})
+        return {"labels": labels}
+
+    async def update(self, ctx: RequestContext, record: Record,
+                     values: dict[str, Any]) -> Record:
+        if "labels" in values:
+            values["userLabels"] = values.pop("labels") or {}
+        return await super().update(ctx, record, values)
+
+    async def perform(self, ctx: RequestContext, record: Record, name: str,
+                      values: dict[str, Any]) -> Record | dict[str, Any]:
+        if name == "activate":
+            state = ctx.services.hub.agent_state(record.id) or AgentState.DISCONNECTED
+            target = "active" if state is AgentState.ACTIVE else state.value
+            return await self.transition(ctx, record, Transition(frozenset({"inactive"}), target))
+        if name == "inspect":
+            return await self.inspect(ctx, record)
+        return await super().perform(ctx, record, name, values)
+
+    async def after_transition(self, ctx: RequestContext, record: Record,
+                               transition: Transition) -> None:
+        if transition.target == "removed":
+            # Free the host key so that registering again makes a new host; revoke the agent.
+            await ctx.services.store.update(record.id, {"lookup_key": None})
+            await revoke_agent_keys(ctx.services.store, record)
+            await ctx.services.hub.host_removed(record.id)
+
+    async def inspect(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
+        """Run the ``host.inspect`` instruction on the host's agent and return what it saw."""
+        from server.agents.instructions import run_instruction
+
+        try:
+            result = await run_instruction(ctx.services, record, "host.inspect", {})
+        except HostNotConnected as exc:
+            raise Unavailable(str(exc), code="HostNotConnected") from exc
+        except InstructionError as exc:
+            raise invalid("InstructionFailed", None, str(exc)) from exc
+        return {"type": "hostInspection", "links": {}, "actions": {},
+                "hostId": format_id(HOST.id_prefix, record.id), **result}
+
+
+async def revoke_agent_keys(store: Store, host: Record) -> None:
+    keys = await store.list(Query(types=["agentApiKey"], limit=1000, conditions=[
+        Condition("hostId", "eq", host.id, "int"), Condition("state", "eq", "active")]))
+    for key in keys:
+        await store.update(key.id, {"state": "removed", "removed": now_ms()})
+
+
+def types() -> list[ResourceType]:
+    return [HostType(HOST)]

@@ -1,0 +1,220 @@
+"""The agent websocket protocol: one JSON object per text frame, tagged by ``type``.
+
+Phases: the agent opens ``/v1/agent/connect`` with its credentials in the HTTP handshake,
+sends ``hello`` with its host facts, and receives ``welcome``. From then on the server sends
+``request`` messages (instructions) and the agent answers each with ``progress`` messages and
+exactly one ``reply`` naming the request. The agent sends ``facts`` with the sections of its
+facts that changed. Liveness uses websocket ping/pong frames, not messages.
+
+This module is pure: ``parse`` turns text into a message or raises ProtocolError, ``dump``
+turns a message into text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Literal, assert_never
+
+from shared.errors import ErrorCode, ProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+AGENT_PATH = "/v1/agent/connect"
+
+JsonObject = dict[str, Any]
+
+
+class CloseCode(IntEnum):
+    """Websocket close codes the server uses, with the reason sent beside them."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    MESSAGE_TOO_BIG = 1009
+    INVALID_MESSAGE = 4400
+    HELLO_TIMEOUT = 4408
+    SUPERSEDED = 4409
+    HOST_REMOVED = 4410
+
+
+@dataclass(frozen=True)
+class Hello:
+    """First message of a session: who the agent is and what its host looks like."""
+
+    agent_version: str
+    facts: JsonObject
+    protocol: int = PROTOCOL_VERSION
+    type: Literal["hello"] = "hello"
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The server's answer to ``hello``: the host record and the timings to use."""
+
+    host_id: str
+    ping_interval: float
+    report_interval: float
+    type: Literal["welcome"] = "welcome"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Sections of the host facts that changed since the last report."""
+
+    changes: JsonObject
+    type: Literal["facts"] = "facts"
+
+
+@dataclass(frozen=True)
+class Request:
+    """An instruction from the server to carry out on the agent's host."""
+
+    id: str
+    name: str
+    resource_type: str
+    resource_id: str
+    data: JsonObject = field(default_factory=dict)
+    timeout_ms: int = 45_000
+    type: Literal["request"] = "request"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A step of a running instruction; copied onto the resource as transitioning progress."""
+
+    request_id: str
+    message: str
+    progress: int | None = None
+    type: Literal["progress"] = "progress"
+
+
+@dataclass(frozen=True)
+class ReplyError:
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The outcome of an instruction: ``data`` on success, ``error`` on failure."""
+
+    request_id: str
+    data: JsonObject = field(default_factory=dict)
+    error: ReplyError | None = None
+    type: Literal["reply"] = "reply"
+
+
+AgentMessage = Hello | Facts | Progress | Reply
+ServerMessage = Welcome | Request
+Message = AgentMessage | ServerMessage
+
+
+def _require(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ProtocolError(f"field {key!r} must be a {name}")
+    return value
+
+
+def _optional(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    if obj.get(key) is None:
+        return default
+    return _require(obj, key, kind)
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def parse(text: str | bytes) -> Message:
+    """Parse one frame into a message; raise ProtocolError with a readable reason otherwise."""
+    if len(text) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"message larger than {MAX_FRAME_BYTES} bytes")
+    try:
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("message must be a JSON object")
+    kind = obj.get("type")
+    match kind:
+        case "hello":
+            return Hello(
+                agent_version=_require(obj, "agentVersion", str),
+                facts=_require(obj, "facts", dict),
+                protocol=_require(obj, "protocol", int),
+            )
+        case "welcome":
+            return Welcome(
+                host_id=_require(obj, "hostId", str),
+                ping_interval=float(_require(obj, "pingInterval", (int, float))),
+                report_interval=float(_require(obj, "reportInterval", (int, float))),
+            )
+        case "facts":
+            return Facts(changes=_require(obj, "changes", dict))
+        case "request":
+            return Request(
+                id=_require(obj, "id", str),
+                name=_require(obj, "name", str),
+                resource_type=_require(obj, "resourceType", str),
+                resource_id=_require(obj, "resourceId", str),
+                data=_optional(obj, "data", dict, {}),
+                timeout_ms=_optional(obj, "timeoutMs", int, 45_000),
+            )
+        case "progress":
+            return Progress(
+                request_id=_require(obj, "requestId", str),
+                message=_require(obj, "message", str),
+                progress=_optional(obj, "progress", int, None),
+            )
+        case "reply":
+            error = obj.get("error")
+            reply_error = None
+            if error is not None:
+                if not isinstance(error, dict):
+                    raise ProtocolError("field 'error' must be an object")
+                try:
+                    code = ErrorCode(_require(error, "code", str))
+                except ValueError:
+                    code = ErrorCode.INTERNAL
+                reply_error = ReplyError(code=code, message=_require(error, "message", str))
+            return Reply(
+                request_id=_require(obj, "requestId", str),
+                data=_optional(obj, "data", dict, {}),
+                error=reply_error,
+            )
+        case _:
+            raise ProtocolError(f"unknown message type {kind!r}")
+
+
+def dump(message: Message) -> str:
+    """Serialise a message to the text of one frame."""
+    obj: JsonObject
+    match message:
+        case Hello():
+            obj = {"agentVersion": message.agent_version, "facts": message.facts,
+                   "protocol": message.protocol}
+        case Welcome():
+            obj = {"hostId": message.host_id, "pingInterval": message.ping_interval,
+                   "reportInterval": message.report_interval}
+        case Facts():
+            obj = {"changes": message.changes}
+        case Request():
+            obj = {"id": message.id, "name": message.name, "resourceType": message.resource_type,
+                   "resourceId": message.resource_id, "data": message.data,
+                   "timeoutMs": message.timeout_ms}
+        case Progress():
+            obj = {"requestId": message.request_id, "message": message.message,
+                   "progress": message.progress}
+        case Reply():
+            obj = {"requestId": message.request_id, "data": message.data}
+            if message.error is not None:
+                obj["error"] = {"code": str(message.error.code), "message": message.error.message}
+        case _:
+            assert_never(message)
+    obj["type"] = message.type
+    return json.dumps(obj, separators=(",", ":"))
