@@ -90,6 +90,6 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         raise
     finally:
-        await services.hub.detach(session)
+        services.hub.detach(session)
         session.log.info("agent disconnected (close code %s)", ws.close_code)
     return ws

@@ -1,7 +1,9 @@
 """All live agent sessions, their liveness, and the one way to send a host an instruction.
 
-One ticker task pings every session on its own schedule and re-evaluates liveness once a
-second; only a change of liveness state is written to the store.
+One ticker task pings every session on its own schedule and re-evaluates liveness; only a
+change of liveness state is written to the store, by one writer task that always writes the
+latest state in memory (so a late write can never undo a newer one, and a request handler
+being cancelled can never lose one).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from shared.errors import HostNotConnected
 from shared.protocol import CloseCode
 
 log = logging.getLogger(__name__)
-TICK_SECONDS = 1.0
+MAX_TICK_SECONDS = 1.0
 
 
 @dataclass
@@ -40,6 +42,10 @@ class AgentHub:
         self._sessions: dict[int, AgentSession] = {}
         self._liveness: dict[int, _Liveness] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._dirty: set[int] = set()
+        self._writing: int | None = None
+        self._wake = asyncio.Event()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -50,18 +56,22 @@ class AgentHub:
             self._liveness[host.id] = _Liveness(now, False, AgentState.RECONNECTING)
             await hosts.set_agent_state(self._store, host.id, AgentState.RECONNECTING)
         self._ticker = asyncio.create_task(self._tick_loop())
+        self._writer = asyncio.create_task(self._write_loop())
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._ticker = self._writer = None
         for session in list(self._sessions.values()):
             session.close_soon(CloseCode.GOING_AWAY, "server shutting down")
         for session in list(self._sessions.values()):
             if session._close_task is not None:
                 with contextlib.suppress(Exception):
                     await session._close_task
+        await self._flush()
 
     # --- sessions -----------------------------------------------------------------------
 
@@ -72,8 +82,14 @@ class AgentHub:
             previous.close_soon(CloseCode.SUPERSEDED, "replaced by a newer connection")
         self._sessions[session.host_id] = session
         self._liveness[session.host_id] = _Liveness(time.monotonic(), True, AgentState.ACTIVE)
+        # apply_hello stored ``active``: drop a pending write of an older state, and redo the
+        # write if one is in flight right now.
+        self._dirty.discard(session.host_id)
+        if self._writing == session.host_id:
+            self._dirty.add(session.host_id)
+            self._wake.set()
 
-    async def detach(self, session: AgentSession) -> None:
+    def detach(self, session: AgentSession) -> None:
         if self._sessions.get(session.host_id) is not session:
             return
         del self._sessions[session.host_id]
@@ -81,7 +97,7 @@ class AgentHub:
         if entry is not None:
             entry.connected = False
             entry.last_seen = session.last_seen
-            await self._evaluate(session.host_id, entry, time.monotonic())
+            self._evaluate(session.host_id, entry, time.monotonic())
 
     async def host_removed(self, host_id: int) -> None:
         self._liveness.pop(host_id, None)
@@ -114,8 +130,10 @@ class AgentHub:
     # --- liveness -----------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
+        # Tick often enough that a ping is never late by more than half an interval.
+        period = min(MAX_TICK_SECONDS, self._settings.ping_interval / 2)
         while True:
-            await asyncio.sleep(TICK_SECONDS)
+            await asyncio.sleep(period)
             try:
                 await self.tick(time.monotonic())
             except Exception:
@@ -130,19 +148,46 @@ class AgentHub:
             current = self._sessions.get(host_id)
             if current is not None:
                 entry.last_seen = current.last_seen
-            await self._evaluate(host_id, entry, now)
+            self._evaluate(host_id, entry, now)
 
-    async def _evaluate(self, host_id: int, entry: _Liveness, now: float) -> None:
+    def _evaluate(self, host_id: int, entry: _Liveness, now: float) -> None:
         state = liveness.evaluate(now, entry.last_seen, entry.connected,
                                   self._settings.ping_interval, self._settings.disconnect_grace)
         if state is entry.state:
             return
         log.info("host %s%d agent %s -> %s", hosts.HOST.id_prefix, host_id, entry.state, state)
         entry.state = state
-        await hosts.set_agent_state(self._store, host_id, state)
+        self._dirty.add(host_id)
+        self._wake.set()
         if state is AgentState.DISCONNECTED:
             live = self._sessions.get(host_id)
             if live is not None:
                 live.close_soon(CloseCode.GOING_AWAY,
-                                   f"no pong for {self._settings.disconnect_grace:g} s")
-            del self._liveness[host_id]
+                                f"no pong for {self._settings.disconnect_grace:g} s")
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("could not record agent states")
+
+    async def _flush(self) -> None:
+        """Write the current liveness state of every host whose state changed."""
+        while self._dirty:
+            host_id = self._dirty.pop()
+            entry = self._liveness.get(host_id)
+            if entry is None:
+                continue
+            written = entry.state
+            self._writing = host_id
+            try:
+                await hosts.set_agent_state(self._store, host_id, written)
+            finally:
+                self._writing = None
+            if entry.state is not written:
+                self._dirty.add(host_id)
+            elif written is AgentState.DISCONNECTED and not entry.connected:
+                self._liveness.pop(host_id, None)

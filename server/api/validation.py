@@ -14,6 +14,9 @@ _MAP = re.compile(r"^map\[(.+)\]$")
 
 
 def check_body(body: Any) -> dict[str, Any]:
+    """The body as an object; an empty body counts as ``{}``."""
+    if body is None:
+        return {}
     if not isinstance(body, dict):
         raise invalid("InvalidBodyContent", None, "the request body must be a JSON object")
     return body
@@ -73,8 +76,6 @@ def validate_update(schema: Schema, body: Any) -> dict[str, Any]:
 
 def validate_input(schema: Schema | None, body: Any) -> dict[str, Any]:
     """An action's input: checked like a create when the action declares an input type."""
-    if body is None or body == "":
-        body = {}
     if schema is None:
         check_body(body)
         return {}

@@ -21,7 +21,7 @@ from server.api.errors import (
 
 log = logging.getLogger(__name__)
 
-SCHEMAS_URL_KEY = "corral.schemas_url"
+SCHEMAS_URL_KEY = web.RequestKey("schemas_url", str)
 VERSIONS = ("v1", "v2-beta")
 
 

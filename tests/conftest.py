@@ -1,0 +1,57 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server.app import create_app
+from server.config import Settings
+from server.security import Secret
+from tests.support.processes import ACCESS_KEY, SECRET_KEY, ServerProcess, free_port
+
+
+
+def basic(access: str, secret: str) -> dict[str, str]:
+    """Headers for HTTP Basic auth."""
+    token = base64.b64encode(f"{access}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+ADMIN = basic(ACCESS_KEY, SECRET_KEY)
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": data_dir, "host": "127.0.0.1", "admin_access_key": ACCESS_KEY,
+        "admin_secret_key": Secret(SECRET_KEY), "hello_timeout": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+async def client(aiohttp_client: object, settings: Settings) -> AsyncIterator[TestClient]:
+    """An in-process server on a real localhost socket."""
+    app = create_app(settings)
+    test_client: TestClient = await aiohttp_client(app)  # type: ignore[operator]
+    yield test_client
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real ``corral-server`` process."""
+    proc = ServerProcess(data_dir=tmp_path / "server-data", port=free_port()).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
