@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -41,8 +42,13 @@ def parse_registration_url(url: str) -> RegistrationUrl:
     """Split ``http(s)://SERVER[:PORT]/v1/scripts/TOKEN``; ValueError otherwise."""
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
-    if parts.scheme not in ("http", "https") or not parts.netloc or len(segments) != 3 \
-            or segments[:2] != ["v1", "scripts"] or not segments[2].isalnum():
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ValueError(f"not a registration URL: bad port in {parts.netloc!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(segments) != 3 \
+            or segments[:2] != ["v1", "scripts"] \
+            or not re.fullmatch(r"[A-Za-z0-9]+", segments[2]):
         raise ValueError("not a registration URL: expected http(s)://SERVER:8080/v1/scripts/TOKEN")
     return RegistrationUrl(origin=f"{parts.scheme}://{parts.netloc}", token=segments[2])
 

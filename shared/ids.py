@@ -22,7 +22,7 @@ def format_id(prefix: str, number: int) -> ResourceId:
 
 def parse_id(value: str, prefix: str) -> int | None:
     """Return the row number of ``value`` if it is a well-formed id with ``prefix``, else None."""
-    match = _ID_RE.match(value)
+    match = _ID_RE.fullmatch(value)
     if match is None or match.group(1) != prefix:
         return None
     return int(match.group(2))

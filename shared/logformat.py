@@ -11,20 +11,24 @@ import re
 import time
 
 # Basic credentials, bearer tokens, registration tokens in script URLs, and secret fields.
-_SECRET_PATTERNS = [
-    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(basic|bearer)\s+[A-Za-z0-9+/=._-]+"),
-     r"\1\2 ***"),
-    (re.compile(r"(/v1/scripts/)[A-Za-z0-9]+"), r"\1***"),
-    (re.compile(r"(?i)([\"']?(?:secret\w*|password|token|key)[\"']?\s*[:=]\s*[\"']?)"
-                r"[^\"'\s,}&]+"), r"\1***"),
-]
+_AUTH = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(basic|bearer)\s+[A-Za-z0-9+/=._-]+")
+_SCRIPT_URL = re.compile(r"(/v1/scripts/)[A-Za-z0-9]+")
+# ``key: value``, ``key=value``, JSON and Python reprs; a quoted value is hidden whole.
+_FIELD = re.compile(r"(?i)([\"']?(?:secret\w*|password|token|key)[\"']?\s*[:=]\s*)"
+                    r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s,}&'\"]+)")
+
+
+def _hide(match: re.Match[str]) -> str:
+    value = match.group(2)
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match.group(1)}{quote}***{quote}"
 
 
 def redact(text: str) -> str:
     """``text`` with every credential-looking value replaced by ``***``."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    text = _AUTH.sub(r"\1\2 ***", text)
+    text = _SCRIPT_URL.sub(r"\1***", text)
+    return _FIELD.sub(_hide, text)
 
 
 class TextFormatter(logging.Formatter):

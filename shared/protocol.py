@@ -132,12 +132,16 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 def parse(text: str | bytes) -> Message:
     """Parse one frame into a message; raise ProtocolError with a readable reason otherwise."""
-    if len(text) > MAX_FRAME_BYTES:
+    size = len(text.encode()) if isinstance(text, str) and len(text) * 4 > MAX_FRAME_BYTES \
+        else len(text)
+    if size > MAX_FRAME_BYTES:
         raise ProtocolError(f"message larger than {MAX_FRAME_BYTES} bytes")
     try:
         obj = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"message is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("message is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("message must be a JSON object")
     kind = obj.get("type")

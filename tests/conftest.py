@@ -15,7 +15,6 @@ from server.security import Secret
 from tests.support.processes import ACCESS_KEY, SECRET_KEY, ServerProcess, free_port
 
 
-
 def basic(access: str, secret: str) -> dict[str, str]:
     """Headers for HTTP Basic auth."""
     token = base64.b64encode(f"{access}:{secret}".encode()).decode()

@@ -13,6 +13,7 @@ CORRAL_URL={url_q}
 WHEEL_URL={wheel_q}
 PREFIX="${{CORRAL_AGENT_HOME:-/opt/corral-agent}}"
 STATE_DIR="${{CORRAL_STATE_DIR:-/var/lib/corral}}"
+BIN_DIR="${{CORRAL_BIN_DIR:-/usr/local/bin}}"
 die() {{ echo "corral: $*" >&2; exit 1; }}
 
 [ "$(id -u)" = 0 ] || die "run this script as root (curl ... | sudo sh)"
@@ -27,7 +28,7 @@ if [ ! -x "$PREFIX/bin/pip" ]; then
 fi
 "$PREFIX/bin/pip" install --quiet --upgrade "$WHEEL_URL" \
     || die "could not install the agent from $WHEEL_URL"
-ln -sf "$PREFIX/bin/corral-agent" /usr/local/bin/corral-agent
+mkdir -p "$BIN_DIR" && ln -sf "$PREFIX/bin/corral-agent" "$BIN_DIR/corral-agent"
 # Register now, in the foreground, so that a bad token fails here with its message.
 "$PREFIX/bin/corral-agent" "$CORRAL_URL" --state-dir "$STATE_DIR" --register-only
 if [ -d /run/systemd/system ] && [ -z "${{CORRAL_NO_SYSTEMD:-}}" ]; then

@@ -65,6 +65,9 @@ async def api(request: web.Request) -> web.StreamResponse:
         scoped, segments = segments[1], segments[2:]
     base_url = f"{version_url}/projects/{scoped}" if scoped else version_url
     request[SCHEMAS_URL_KEY] = f"{base_url}/schemas"
+    if len(segments) == 2 and segments[0] == "projects" and not scoped:
+        # A client built on an environment's URL discovers that environment's schemas.
+        request[SCHEMAS_URL_KEY] = f"{version_url}/projects/{segments[1]}/schemas"
     principal = await authenticate_api(services.store, request.headers.get("Authorization"))
     header_project = request.headers.get("X-API-Project-Id") or None
     project = await _project(services, principal, scoped or header_project)

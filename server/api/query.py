@@ -6,6 +6,7 @@ Rancher's clients expect, but a known field with a bad modifier or value is a 42
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +94,7 @@ def _int_param(params: MultiMapping[str], name: str, default: int) -> int:
 def parse_marker(raw: str | None) -> int:
     if not raw:
         return 0
-    if raw.startswith("m") and raw[1:].isdigit():
+    if re.fullmatch(r"m[0-9]{1,18}", raw):
         return int(raw[1:])
     raise invalid("InvalidFormat", "marker", "marker is not one this server issued")
 

@@ -63,7 +63,8 @@ def render_resource(ctx: RequestContext, rtype: ResourceType, record: Record) ->
     out.update(ctx.reveal.get(record.id, {}))
     links = {"self": self_url}
     if owner is not None:
-        links["account"] = f"{ctx.version_url}/accounts/{out['accountId']}"
+        owners = "projects" if schema.scope is Scope.PROJECT else "accounts"
+        links["account"] = f"{ctx.version_url}/{owners}/{out['accountId']}"
     links.update(rtype.links(ctx, record, self_url))
     out["links"] = links
     out["actions"] = {name: f"{self_url}?action={name}"

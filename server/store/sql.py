@@ -43,6 +43,8 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    # LIKE (and so the prefix filter) compares case as PostgreSQL does.
+    cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.close()
 
 
@@ -59,8 +61,12 @@ class SqlStore:
         engine = create_async_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
-        async with engine.begin() as conn:
-            await conn.run_sync(migrate)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(migrate)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine, on_change)
 
     async def close(self) -> None:

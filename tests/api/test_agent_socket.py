@@ -187,8 +187,8 @@ async def test_oversized_frame_closes_with_message_too_big(client: TestClient) -
                           + '"}}')
     msg = await ws.receive(timeout=10)
     assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR)
-    if msg.type is WSMsgType.CLOSE:
-        assert ws.close_code == 1009
+    # 1009 when the close frame gets through; 1006 when the connection dies first.
+    assert ws.close_code in (1009, 1006)
 
     async def dropped() -> bool:
         return (await host(client, welcome.host_id))["agentState"] == "reconnecting"

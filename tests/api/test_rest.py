@@ -82,7 +82,7 @@ async def test_schemas_describe_types_fields_actions_and_filters(client: TestCli
 
 async def test_resources_carry_rancher_common_fields_and_absolute_links(
         client: TestClient) -> None:
-    status, projects, _ = await get(client, "/v1/projects")
+    _, projects, _ = await get(client, "/v1/projects")
     project = projects["data"][0]
     for name in ("id", "type", "baseType", "kind", "uuid", "name", "description", "state",
                  "transitioning", "transitioningMessage", "transitioningProgress", "created",

@@ -16,7 +16,7 @@ import requests
 from tests.support.timing import seconds, wait_for
 
 ACCESS_KEY = "TESTADMINACCESSKEY01"
-SECRET_KEY = "test-admin-secret-key-0123456789abcdef"  # noqa: S105 - a test fixture
+SECRET_KEY = "test-admin-secret-key-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -93,7 +93,7 @@ class ServerProcess:
     def hosts(self) -> list[dict[str, Any]]:
         return list(self.api("GET", "/hosts").json()["data"])
 
-    def host(self, host_id: str) -> dict[str, Any]:
+    def get_host(self, host_id: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/hosts/{host_id}").json())
 
 

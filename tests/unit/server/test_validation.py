@@ -188,6 +188,13 @@ def test_a_body_that_is_not_an_object_is_invalid_body_content(validate: Validate
     assert (error.code, error.field_name) == ("InvalidBodyContent", None)
 
 
+def test_an_empty_body_counts_as_an_empty_object() -> None:
+    assert validate_create(ACCOUNT, None) == {"kind": "user"}
+    assert validate_update(WIDGET, None) == {}
+    error = rejected(validate_create, WIDGET, None)
+    assert (error.code, error.field_name) == ("MissingRequired", "serial")
+
+
 # validate_update
 
 

@@ -65,7 +65,5 @@ def test_parse_id_rejects_anything_but_the_exact_form(value: str, prefix: str) -
     assert parse_id(value, prefix) is None
 
 
-@pytest.mark.xfail(strict=True, reason="bug: shared/ids.py _ID_RE ends in '$', which also "
-                   "matches before a trailing newline, so '1h5\\n' parses as row 5")
 def test_parse_id_rejects_a_trailing_newline() -> None:
     assert parse_id("1h5\n", "1h") is None

@@ -1,0 +1,255 @@
+"""The dispatcher: one reply per instruction, errors turned into codes, per-resource ordering."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agent.dispatcher import Dispatcher, Handler, InstructionContext
+from agent.facts import FactsSource
+from agent.handlers import HANDLERS
+from agent.runtime import RuntimeUnavailable
+from shared import protocol
+from shared.errors import ErrorCode, InstructionError
+from tests.unit.agent.fakes import FakeRuntime
+
+# Generous: reached only if the dispatcher is broken (a handler would otherwise wait forever).
+DEADLOCK_MS = 5_000
+
+
+class Outbox:
+    """The ``send`` callable the connection would pass: records every message."""
+
+    def __init__(self) -> None:
+        self.sent: list[protocol.AgentMessage] = []
+
+    async def __call__(self, message: protocol.AgentMessage) -> None:
+        self.sent.append(message)
+
+    def replies(self) -> dict[str, protocol.Reply]:
+        return {m.request_id: m for m in self.sent if isinstance(m, protocol.Reply)}
+
+
+def make_dispatcher(handlers: dict[str, Handler], runtime: FakeRuntime | None = None,
+                    labels: dict[str, str] | None = None) -> Dispatcher:
+    runtime = runtime or FakeRuntime()
+    return Dispatcher(handlers, runtime, FactsSource(runtime, labels or {}, None))
+
+
+def request(name: str = "thing.do", resource_id: str = "1t1", *, request_id: str = "req-1",
+            timeout_ms: int = DEADLOCK_MS, data: dict[str, Any] | None = None
+            ) -> protocol.Request:
+    return protocol.Request(id=request_id, name=name, resource_type="thing",
+                            resource_id=resource_id, data=data or {}, timeout_ms=timeout_ms)
+
+
+async def run(handlers: dict[str, Handler], req: protocol.Request) -> list[protocol.AgentMessage]:
+    outbox = Outbox()
+    await make_dispatcher(handlers).handle(req, outbox)
+    return outbox.sent
+
+
+# outcomes
+
+
+async def test_a_handler_result_becomes_one_reply_naming_the_request() -> None:
+    async def echo(ctx: InstructionContext) -> dict[str, Any]:
+        return {"got": ctx.request.data, "resource": ctx.request.resource_id}
+
+    sent = await run({"thing.do": echo}, request(request_id="r-42", data={"n": 1}))
+    assert sent == [protocol.Reply(request_id="r-42", data={"got": {"n": 1}, "resource": "1t1"})]
+
+
+async def test_progress_messages_come_before_the_reply() -> None:
+    async def steps(ctx: InstructionContext) -> dict[str, Any]:
+        await ctx.progress("pulling image", 10)
+        await ctx.progress("starting")
+        return {"ok": True}
+
+    sent = await run({"thing.do": steps}, request(request_id="r-1"))
+    assert sent == [
+        protocol.Progress(request_id="r-1", message="pulling image", progress=10),
+        protocol.Progress(request_id="r-1", message="starting", progress=None),
+        protocol.Reply(request_id="r-1", data={"ok": True}),
+    ]
+
+
+async def test_an_unknown_instruction_is_replied_to_with_unknown_instruction() -> None:
+    sent = await run({}, request("instance.teleport", request_id="r-9"))
+    assert len(sent) == 1
+    reply = sent[0]
+    assert isinstance(reply, protocol.Reply)
+    assert reply.request_id == "r-9"
+    assert reply.data == {}
+    assert reply.error is not None
+    assert reply.error.code is ErrorCode.UNKNOWN_INSTRUCTION
+    assert "'instance.teleport'" in reply.error.message
+
+
+@pytest.mark.parametrize("error", [
+    InstructionError("Container web-1 does not exist.", ErrorCode.NOT_FOUND),
+    InstructionError("Port 80 is taken."),
+    RuntimeUnavailable("The Docker engine cannot be reached."),
+])
+async def test_an_instruction_error_keeps_its_code_and_message(error: InstructionError) -> None:
+    async def failing(ctx: InstructionContext) -> dict[str, Any]:
+        await ctx.progress("trying")
+        raise error
+
+    sent = await run({"thing.do": failing}, request())
+    assert sent[-1] == protocol.Reply(request_id="req-1",
+                                      error=protocol.ReplyError(error.code, str(error)))
+    assert len(sent) == 2
+
+
+async def test_an_unexpected_exception_is_an_internal_error_reply(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def buggy(ctx: InstructionContext) -> dict[str, Any]:
+        raise KeyError("Id")
+
+    sent = await run({"thing.do": buggy}, request())  # does not raise
+    assert len(sent) == 1
+    reply = sent[0]
+    assert isinstance(reply, protocol.Reply)
+    assert reply.error is not None
+    assert reply.error.code is ErrorCode.INTERNAL
+    assert "thing.do" in reply.error.message
+    assert any(r.exc_info for r in caplog.records)  # logged with its traceback
+
+
+async def test_a_handler_exceeding_its_timeout_is_a_timeout_reply() -> None:
+    never = asyncio.Event()
+
+    async def stuck(ctx: InstructionContext) -> dict[str, Any]:
+        await never.wait()
+        return {}
+
+    sent = await run({"thing.do": stuck}, request(timeout_ms=1))
+    assert len(sent) == 1
+    reply = sent[0]
+    assert isinstance(reply, protocol.Reply)
+    assert reply.error is not None
+    assert reply.error.code is ErrorCode.TIMEOUT
+    assert reply.error.message == "thing.do did not finish within 0.001 s"
+
+
+async def test_a_reply_is_sent_for_each_of_many_instructions() -> None:
+    async def echo(ctx: InstructionContext) -> dict[str, Any]:
+        return {"id": ctx.request.id}
+
+    outbox = Outbox()
+    dispatcher = make_dispatcher({"thing.do": echo})
+    await asyncio.gather(*(dispatcher.handle(request(resource_id=f"1t{i % 3 + 1}",
+                                                     request_id=f"r{i}"), outbox)
+                           for i in range(20)))
+    assert {rid: r.data for rid, r in outbox.replies().items()} == {
+        f"r{i}": {"id": f"r{i}"} for i in range(20)}
+    assert len(outbox.sent) == 20
+
+
+# ordering
+
+
+async def test_instructions_for_the_same_resource_run_one_after_another() -> None:
+    """B, for the same resource as A, is queued before C; C releases A. B runs after A ends."""
+    log: list[str] = []
+    a_started, release_a = asyncio.Event(), asyncio.Event()
+
+    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+        name = ctx.request.id
+        log.append(f"{name} start")
+        if name == "A":
+            a_started.set()
+            await release_a.wait()
+        if name == "C":
+            release_a.set()
+        log.append(f"{name} end")
+        return {}
+
+    dispatcher, outbox = make_dispatcher({"thing.do": handler}), Outbox()
+    task_a = asyncio.create_task(dispatcher.handle(request(resource_id="1t1", request_id="A"),
+                                                   outbox))
+    await a_started.wait()
+    task_b = asyncio.create_task(dispatcher.handle(request(resource_id="1t1", request_id="B"),
+                                                   outbox))
+    task_c = asyncio.create_task(dispatcher.handle(request(resource_id="1t2", request_id="C"),
+                                                   outbox))
+    await asyncio.gather(task_a, task_b, task_c)
+    assert log.index("B start") > log.index("A end")
+    assert log.index("C start") < log.index("A end")  # C ran while A was waiting
+    assert all(r.error is None for r in outbox.replies().values())
+
+
+async def test_instructions_for_different_resources_run_concurrently() -> None:
+    """Each handler waits for the other to have started: only concurrency lets both finish."""
+    started = {"A": asyncio.Event(), "B": asyncio.Event()}
+
+    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+        mine, other = ("A", "B") if ctx.request.id == "A" else ("B", "A")
+        started[mine].set()
+        await started[other].wait()
+        return {"saw": other}
+
+    dispatcher, outbox = make_dispatcher({"thing.do": handler}), Outbox()
+    await asyncio.gather(
+        dispatcher.handle(request(resource_id="1t1", request_id="A"), outbox),
+        dispatcher.handle(request(resource_id="1t2", request_id="B"), outbox),
+    )
+    assert outbox.replies() == {"A": protocol.Reply(request_id="A", data={"saw": "B"}),
+                                "B": protocol.Reply(request_id="B", data={"saw": "A"})}
+
+
+async def test_a_failed_instruction_does_not_block_the_next_for_its_resource() -> None:
+    async def flaky(ctx: InstructionContext) -> dict[str, Any]:
+        if ctx.request.id == "first":
+            raise RuntimeError("boom")
+        return {"ok": True}
+
+    dispatcher, outbox = make_dispatcher({"thing.do": flaky}), Outbox()
+    await dispatcher.handle(request(request_id="first"), outbox)
+    await dispatcher.handle(request(request_id="second"), outbox)
+    assert outbox.replies()["second"] == protocol.Reply(request_id="second", data={"ok": True})
+
+
+# the real host.inspect handler
+
+
+async def test_host_inspect_returns_facts_and_a_docker_summary_with_progress() -> None:
+    runtime = FakeRuntime()
+    dispatcher = make_dispatcher(dict(HANDLERS), runtime, labels={"zone": "eu-1"})
+    outbox = Outbox()
+    await dispatcher.handle(protocol.Request(id="r-1", name="host.inspect", resource_type="host",
+                                             resource_id="1h3"), outbox)
+    *progress, reply = outbox.sent
+    assert progress == [
+        protocol.Progress(request_id="r-1", message="gathering host facts", progress=10),
+        protocol.Progress(request_id="r-1", message="asking the container engine", progress=60),
+    ]
+    assert isinstance(reply, protocol.Reply)
+    assert reply.request_id == "r-1"
+    assert reply.error is None
+    assert reply.data["docker"] == {
+        "version": "20.10.24+dfsg1", "apiVersion": "1.41", "containers": 3,
+        "containersRunning": 2, "images": 5, "driver": "overlay2", "name": "vm",
+    }
+    facts = reply.data["facts"]
+    assert isinstance(facts["hostname"], str)
+    assert facts["labels"]["zone"] == "eu-1"
+    assert isinstance(reply.data["durationMs"], int)
+    assert "version" in runtime.calls
+    assert "info" in runtime.calls
+    protocol.parse(protocol.dump(reply))  # fits the wire
+
+
+async def test_host_inspect_without_a_docker_engine_replies_runtime_unavailable() -> None:
+    runtime = FakeRuntime()
+    runtime.error = RuntimeUnavailable("The Docker engine at unix:///var/run/docker.sock "
+                                       "cannot be reached.")
+    dispatcher, outbox = make_dispatcher(dict(HANDLERS), runtime), Outbox()
+    await dispatcher.handle(protocol.Request(id="r-1", name="host.inspect", resource_type="host",
+                                             resource_id="1h3"), outbox)
+    reply = outbox.sent[-1]
+    assert isinstance(reply, protocol.Reply)
+    assert reply.error == protocol.ReplyError(ErrorCode.RUNTIME_UNAVAILABLE, str(runtime.error))
