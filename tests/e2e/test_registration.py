@@ -181,3 +181,22 @@ def test_two_hosts_on_one_machine_are_listed_with_their_own_facts(
             if proc is not None:
                 stop(proc)
         server.stop()
+
+
+def test_server_restart_sends_agents_away_and_they_come_back(
+        docker_engine: None, tmp_path: Path) -> None:
+    server = ServerProcess(data_dir=tmp_path / "data", port=free_port()).start()
+    agent = start_agent(server.registration_url(), tmp_path / "state",
+                        log_path=tmp_path / "agent.log")
+    try:
+        host = wait_for(lambda: active_host(server), 5, "the host to become active")
+        assert server.stop() == 0  # SIGTERM: a clean exit
+        wait_for(lambda: "server shutting down" in (tmp_path / "agent.log").read_text(), 5,
+                 "the agent to be told the server is going away")
+        assert agent.poll() is None  # the agent waits for the server to come back
+        server.start()
+        back = wait_for(lambda: active_host(server), 30, "the host to be active again")
+        assert back["id"] == host["id"] and len(server.hosts()) == 1
+    finally:
+        stop(agent)
+        server.stop()
