@@ -107,7 +107,25 @@ class Reply:
     type: Literal["reply"] = "reply"
 
 
-AgentMessage = Hello | Facts | Progress | Reply
+@dataclass(frozen=True)
+class ContainerEvent:
+    """Something happened to a container on the host (Docker's own events, as they come)."""
+
+    event: str
+    container: JsonObject
+    time: float
+    type: Literal["containerEvent"] = "containerEvent"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every container on the host, sent after ``welcome`` on each (re)connection."""
+
+    containers: list[JsonObject]
+    type: Literal["inventory"] = "inventory"
+
+
+AgentMessage = Hello | Facts | Progress | Reply | ContainerEvent | Inventory
 ServerMessage = Welcome | Request
 Message = AgentMessage | ServerMessage
 
@@ -191,6 +209,15 @@ def parse(text: str | bytes) -> Message:
                 data=_optional(obj, "data", dict, {}),
                 error=reply_error,
             )
+        case "containerEvent":
+            return ContainerEvent(event=_require(obj, "event", str),
+                                  container=_require(obj, "container", dict),
+                                  time=float(_require(obj, "time", (int, float))))
+        case "inventory":
+            containers = _require(obj, "containers", list)
+            if not all(isinstance(c, dict) for c in containers):
+                raise ProtocolError("field 'containers' must be a list of objects")
+            return Inventory(containers=containers)
         case _:
             raise ProtocolError(f"unknown message type {kind!r}")
 
@@ -218,6 +245,10 @@ def dump(message: Message) -> str:
             obj = {"requestId": message.request_id, "data": message.data}
             if message.error is not None:
                 obj["error"] = {"code": str(message.error.code), "message": message.error.message}
+        case ContainerEvent():
+            obj = {"event": message.event, "container": message.container, "time": message.time}
+        case Inventory():
+            obj = {"containers": message.containers}
         case _:
             assert_never(message)
     obj["type"] = message.type

@@ -13,8 +13,10 @@ from shared import protocol
 from shared.errors import ErrorCode, ProtocolError
 from shared.protocol import (
     MAX_FRAME_BYTES,
+    ContainerEvent,
     Facts,
     Hello,
+    Inventory,
     Progress,
     Reply,
     ReplyError,
@@ -42,6 +44,10 @@ GOLDEN: dict[str, protocol.Message] = {
     "reply": Reply(request_id="req-7", data={"durationMs": 12}),
     "reply_error": Reply(request_id="req-8", error=ReplyError(
         ErrorCode.RUNTIME_UNAVAILABLE, "The Docker engine cannot be reached.")),
+    "container_event": ContainerEvent(event="die", time=1795781000.5, container={
+        "uuid": "0b7c", "dockerId": "4f2a", "status": "exited", "exitCode": 137}),
+    "inventory": Inventory(containers=[{"uuid": "0b7c", "dockerId": "4f2a",
+                                        "status": "running"}]),
 }
 
 # Further shapes worth a round trip: defaults, nulls, unicode, every error code.
