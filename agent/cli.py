@@ -107,7 +107,7 @@ async def run(config: AgentConfig) -> None:
     try:
         facts = FactsSource(runtime, labels, config.agent_ip or credentials.agent_ip)
         dispatcher = Dispatcher(HANDLERS, runtime, facts)
-        connection = AgentConnection(credentials, facts, dispatcher)
+        connection = AgentConnection(credentials, facts, dispatcher, runtime)
         main = asyncio.current_task()
         assert main is not None
         loop = asyncio.get_running_loop()

@@ -11,16 +11,19 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from agent.dispatcher import Dispatcher
+from agent.events import inventory, watch_container_events
 from agent.facts import FactsSource
+from agent.runtime import ContainerRuntime
 from agent.state import Credentials
 from shared import protocol
-from shared.errors import ProtocolError
+from shared.errors import InstructionError, ProtocolError
 from shared.logformat import redact
 from shared.protocol import CloseCode
 
@@ -64,8 +67,9 @@ def _final_close(code: int | None, reason: str) -> AgentExit | None:
 
 class AgentConnection:
     def __init__(self, credentials: Credentials, facts: FactsSource,
-                 dispatcher: Dispatcher) -> None:
+                 dispatcher: Dispatcher, runtime: ContainerRuntime) -> None:
         self._credentials = credentials
+        self._runtime = runtime
         self._facts = facts
         self._dispatcher = dispatcher
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,6 +116,15 @@ class AgentConnection:
             raise ProtocolError(f"expected welcome, got {welcome.type}")
         log.info("connected to %s as host %s", self._credentials.server_url, welcome.host_id)
         self._spawn(self._report_loop(ws, welcome.report_interval))
+        # Watch events first, then take the inventory: no change falls between the two.
+        self._spawn(watch_container_events(self._runtime, lambda m: self._send(ws, m),
+                                           since=time.time()))
+        try:
+            await self._send(ws, await inventory(self._runtime))
+        except InstructionError as exc:
+            # Without an inventory the server keeps what it knows; an empty one would
+            # wrongly tell it every container is gone.
+            log.warning("no container inventory sent: %s", exc)
         async for text in ws:
             log.debug("received %s", redact(str(text)[:2000]))
             message = protocol.parse(text)

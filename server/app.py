@@ -15,6 +15,9 @@ from server.api.handlers import SERVICES, api, versions
 from server.api.web import api_middleware, json_response
 from server.bootstrap import banner, bootstrap
 from server.config import Settings
+from server.engine.instances import InstanceEngine
+from server.engine.reconcile import Reconciler
+from server.engine.registries import RegistryAuth
 from server.events import EventBus
 from server.resources import build_types
 from server.security import ServerKey
@@ -49,15 +52,22 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                                 on_change=events.publish)
     server_key = ServerKey.load_or_create(settings.data_dir)
     hub = AgentHub(store, settings)
-    app[SERVICES] = Services(settings=settings, store=store, types=build_types(),
-                             server_key=server_key, events=events, hub=hub)
+    services = Services(settings=settings, store=store, types=build_types(),
+                        server_key=server_key, events=events, hub=hub)
+    services.instances = InstanceEngine(services)
+    services.reconciler = Reconciler(services)
+    services.registries = RegistryAuth(services)
+    app[SERVICES] = services
     first = await bootstrap(store, settings, server_key)
     if first is not None:
         print(banner(first), file=sys.stdout, flush=True)
     await hub.start()
+    # Operations under way when the server stopped carry on once their hosts reconnect.
+    await services.instances.resume()
     try:
         yield
     finally:
+        await services.instances.stop()
         await hub.stop()
         await store.close()
 

@@ -16,6 +16,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.fernet import Fernet, InvalidToken
+
 # Rancher's keys avoid characters that are easy to misread or that need quoting.
 _KEY_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 _SECRET_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -72,6 +74,20 @@ class ServerKey:
 
     def derive(self, purpose: str) -> bytes:
         return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
+
+    def encrypt(self, purpose: str, value: str) -> str:
+        """``value`` encrypted at rest (Fernet: AES-CBC with HMAC), under a key per purpose."""
+        return self._fernet(purpose).encrypt(value.encode()).decode()
+
+    def decrypt(self, purpose: str, token: str) -> str:
+        try:
+            return self._fernet(purpose).decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise RuntimeError(f"a stored {purpose} cannot be decrypted with this server's key "
+                               "(was server.key replaced?)") from None
+
+    def _fernet(self, purpose: str) -> Fernet:
+        return Fernet(base64.urlsafe_b64encode(self.derive("fernet:" + purpose)))
 
     def registration_token(self, token_uuid: str) -> str:
         """The token string of a registration token record: 32 characters of [a-z2-7]."""

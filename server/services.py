@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from server.api.types import TypeRegistry
@@ -13,6 +13,9 @@ from server.store import Store
 
 if TYPE_CHECKING:
     from server.agents.hub import AgentHub
+    from server.engine.instances import InstanceEngine
+    from server.engine.reconcile import Reconciler
+    from server.engine.registries import RegistryAuth
 
 
 @dataclass
@@ -23,3 +26,7 @@ class Services:
     server_key: ServerKey
     events: EventBus
     hub: AgentHub
+    # Built from the services above, right after them (they need the services themselves).
+    instances: InstanceEngine = field(init=False)
+    reconciler: Reconciler = field(init=False)
+    registries: RegistryAuth = field(init=False)

@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.dispatcher import Handler
-from agent.handlers import host
+from agent.handlers import host, instances
 
 HANDLERS: Mapping[str, Handler] = {
     "host.inspect": host.inspect,
+    "instance.create": instances.create,
+    "instance.start": instances.start,
+    "instance.stop": instances.stop,
+    "instance.restart": instances.restart,
+    "instance.remove": instances.remove,
+    "instance.inspect": instances.inspect,
 }

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, assert_never
 
 from aiohttp import WSMsgType, web
 
-from server.agents.session import AgentSession
+from server.agents.session import AgentSession, Report
 from server.api.auth import authenticate_agent
 from server.api.errors import Unauthorized
 from server.api.handlers import SERVICES
@@ -65,7 +65,10 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     host = await services.store.get(principal.host_id)
     if host is None or host.removed is not None:
         raise Unauthorized("this host was removed; register it again")
-    ws = web.WebSocketResponse(autoping=False, max_msg_size=protocol.MAX_FRAME_BYTES)
+    # No per-message compression: each deflate context costs ~100 KiB per agent, and the
+    # messages are small.
+    ws = web.WebSocketResponse(autoping=False, max_msg_size=protocol.MAX_FRAME_BYTES,
+                               compress=False)
     await ws.prepare(request)
     hello = await _hello(ws, services.settings.hello_timeout)
     if isinstance(hello, str):
@@ -76,10 +79,19 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     host = await hosts.apply_hello(services.store, host, hello.facts, _agent_ip(request,
                                    hello.facts), hello.agent_version)
 
-    async def on_facts(changes: dict[str, Any]) -> None:
-        await hosts.apply_facts(services.store, host.id, changes)
+    async def on_report(report: Report) -> None:
+        match report:
+            case protocol.Facts():
+                await hosts.apply_facts(services.store, host.id, report.changes)
+            case protocol.ContainerEvent():
+                await services.reconciler.on_event(host.id, report)
+            case protocol.Inventory():
+                await services.reconciler.on_inventory(host.id, report)
+            case _:
+                assert_never(report)
 
-    session = AgentSession(ws, host.id, public_id, services.settings.agent_queue_size, on_facts)
+    session = AgentSession(ws, host.id, public_id, services.settings.agent_queue_size,
+                           on_report)
     await services.hub.attach(session)
     session.log.info("agent %s connected from %s", hello.agent_version, request.remote)
     try:

@@ -105,6 +105,11 @@ class AgentHub:
         if session is not None:
             session.close_soon(CloseCode.HOST_REMOVED, "host removed")
 
+    def is_live(self, host_id: int) -> bool:
+        entry = self._liveness.get(host_id)
+        return host_id in self._sessions and entry is not None and \
+            entry.state is AgentState.ACTIVE
+
     def agent_state(self, host_id: int) -> AgentState | None:
         entry = self._liveness.get(host_id)
         return entry.state if entry is not None else None

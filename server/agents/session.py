@@ -28,7 +28,9 @@ from shared.errors import (
 from shared.protocol import CloseCode
 
 ProgressCallback = Callable[[protocol.Progress], Awaitable[None]]
-FactsCallback = Callable[[dict[str, Any]], Awaitable[None]]
+Report = protocol.Facts | protocol.ContainerEvent | protocol.Inventory
+ReportCallback = Callable[[Report], Awaitable[None]]
+REPORT_QUEUE = 10_000
 
 
 @dataclass
@@ -45,7 +47,7 @@ class SessionLog(logging.LoggerAdapter[logging.Logger]):
 
 class AgentSession:
     def __init__(self, ws: web.WebSocketResponse, host_id: int, public_host_id: str,
-                 queue_size: int, on_facts: FactsCallback) -> None:
+                 queue_size: int, on_report: ReportCallback) -> None:
         self.ws = ws
         self.host_id = host_id
         self.public_host_id = public_host_id
@@ -55,7 +57,11 @@ class AgentSession:
         self.last_ping = time.monotonic()
         self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self._pending: dict[str, _Pending] = {}
-        self._on_facts = on_facts
+        self._on_report = on_report
+        # Reports are handled in order by one task, so that slow handling (a large inventory)
+        # never delays reading pongs and replies.
+        self._reports: asyncio.Queue[Report | None] = asyncio.Queue(REPORT_QUEUE)
+        self._report_task: asyncio.Task[None] | None = None
         self._closing: tuple[int, str] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
@@ -71,6 +77,16 @@ class AgentSession:
             self.log.warning("agent is not reading its messages; disconnecting it")
             self.close_soon(CloseCode.GOING_AWAY, "agent too slow to read its messages")
             raise HostNotConnected(f"host {self.public_host_id} is not keeping up") from None
+
+    async def _report_loop(self) -> None:
+        while True:
+            report = await self._reports.get()
+            if report is None:
+                return
+            try:
+                await self._on_report(report)
+            except Exception:
+                self.log.exception("could not handle a %s report", report.type)
 
     async def _write_loop(self) -> None:
         while True:
@@ -122,8 +138,11 @@ class AgentSession:
                 pending = self._pending.get(message.request_id)
                 if pending is not None and pending.on_progress is not None:
                     await pending.on_progress(message)
-            case protocol.Facts():
-                await self._on_facts(message.changes)
+            case protocol.Facts() | protocol.ContainerEvent() | protocol.Inventory():
+                try:
+                    self._reports.put_nowait(message)
+                except asyncio.QueueFull:
+                    raise ProtocolError("too many reports queued; slow down") from None
             case protocol.Hello():
                 raise ProtocolError("hello may only be sent once, first")
             case protocol.Welcome() | protocol.Request():
@@ -134,6 +153,7 @@ class AgentSession:
     async def run(self) -> None:
         """Read until the socket closes; close it with a reason on a protocol error."""
         self._writer = asyncio.create_task(self._write_loop())
+        self._report_task = asyncio.create_task(self._report_loop())
         try:
             async for msg in self.ws:
                 self.last_seen = time.monotonic()
@@ -165,6 +185,18 @@ class AgentSession:
                         f"{reason}"))
             if self._closing is not None and not self.ws.closed:
                 await self.ws.close(code=self._closing[0], message=self._closing[1].encode())
+            await self._drain_reports()
+
+    async def _drain_reports(self) -> None:
+        """Let the report task handle what was already received, then end it."""
+        task = self._report_task
+        if task is None:
+            return
+        try:
+            self._reports.put_nowait(None)
+            await asyncio.wait_for(asyncio.shield(task), 10.0)
+        except (asyncio.QueueFull, TimeoutError):
+            task.cancel()
 
     def close_soon(self, code: int, reason: str) -> None:
         """Ask the session to end; safe to call from anywhere, any number of times."""

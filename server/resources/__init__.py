@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from server.api.types import TypeRegistry
-from server.resources import accounts, credentials, hosts
+from server.resources import accounts, containers, credentials, hosts, registries
 
 
 def build_types() -> TypeRegistry:
     registry = TypeRegistry()
-    for rtype in [*accounts.types(), *credentials.types(), *hosts.types()]:
+    for rtype in [*accounts.types(), *credentials.types(), *hosts.types(),
+                  *containers.types(), *registries.types()]:
         registry.add(rtype)
-    registry.add_embedded(hosts.HOST_INSPECTION)
+    for schema in [hosts.HOST_INSPECTION, *containers.EMBEDDED]:
+        registry.add_embedded(schema)
     return registry

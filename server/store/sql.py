@@ -105,6 +105,11 @@ class SqlStore:
             row = (await conn.execute(stmt)).first()
         return _to_record(row) if row is not None else None
 
+    async def get_by_uuid(self, uuid: str) -> Record | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(_t).where(_t.c.uuid == uuid))).first()
+        return _to_record(row) if row is not None else None
+
     async def list(self, query: Query) -> list[Record]:
         clauses: list[ColumnElement[bool]] = [_t.c.type.in_(list(query.types))]
         if query.project_id is not None:

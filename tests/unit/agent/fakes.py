@@ -1,19 +1,26 @@
 """Test doubles for the agent's I/O edges.
 
 ``FakeRuntime`` stands in for ``agent.runtime.DockerRuntime``: it answers from canned dicts
-copied from a real engine (Docker 20.10 on Debian 12) and records every call.
+copied from a real engine (Docker 20.10 on Debian 12), keeps containers in memory in the shape
+``docker inspect`` gives (tests/data/docker/inspect_running.json is a real one) and records every
+call.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
+import queue
+import time
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent.runtime import RuntimeUnavailable
-from shared.errors import InstructionError
+from agent.containers import UUID_LABEL, PullProgress
+from agent.runtime import OnPullProgress, RuntimeUnavailable
+from shared.errors import ErrorCode, InstructionError
 
 if TYPE_CHECKING:
-    from agent.runtime import ContainerRuntime
+    from agent.runtime import ContainerRuntime, EventStream
 
 DOCKER_VERSION: dict[str, Any] = {
     "Platform": {"Name": ""},
@@ -112,10 +119,69 @@ DOCKER_INFO: dict[str, Any] = {
 }
 
 
-class FakeRuntime:
-    """A ContainerRuntime answering from canned dicts; ``calls`` lists every method called.
+NEVER = "0001-01-01T00:00:00Z"
 
-    Set ``error`` to make every following call raise it (e.g. ``RuntimeUnavailable(...)``).
+PULL_EVENTS: list[dict[str, Any]] = [
+    # The shape of a real ``docker pull`` stream (two layers, one already present).
+    {"status": "Pulling from team/app", "id": "1"},
+    {"status": "Already exists", "progressDetail": {}, "id": "a3ed95caeb02"},
+    {"status": "Pulling fs layer", "progressDetail": {}, "id": "5f70bf18a086"},
+    {"status": "Downloading", "progressDetail": {"current": 512, "total": 1024},
+     "progress": "[=========================>                         ]     512B/1.024kB",
+     "id": "5f70bf18a086"},
+    {"status": "Verifying Checksum", "progressDetail": {}, "id": "5f70bf18a086"},
+    {"status": "Download complete", "progressDetail": {}, "id": "5f70bf18a086"},
+    {"status": "Extracting", "progressDetail": {"current": 1024, "total": 1024},
+     "progress": "[==================================================>]  1.024kB/1.024kB",
+     "id": "5f70bf18a086"},
+    {"status": "Pull complete", "progressDetail": {}, "id": "5f70bf18a086"},
+    {"status": "Digest: sha256:" + "ab" * 32},
+    {"status": "Status: Downloaded newer image for localhost:5000/team/app:1"},
+]
+
+
+def image_key(ref: str) -> str:
+    """``busybox`` and ``busybox:latest`` name the same image."""
+    last = ref.rsplit("/", 1)[-1]
+    return ref if (":" in last or "@" in ref) else f"{ref}:latest"
+
+
+class FakeEventStream:
+    """An EventStream fed by :meth:`FakeRuntime.emit`; ``close()`` ends a blocked ``next()``."""
+
+    _END: Any = object()
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self.closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        item = self.queue.get()
+        if item is self._END or self.closed:
+            self.closed = True
+            raise StopIteration
+        if isinstance(item, InstructionError):
+            raise item
+        assert isinstance(item, dict)
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.put(self._END)
+
+
+class FakeRuntime:
+    """A ContainerRuntime answering from canned dicts and an in-memory engine.
+
+    ``calls`` lists every method called, ``call_args`` the same with their arguments.
+    Set ``error`` to make every following call raise it (e.g. ``RuntimeUnavailable(...)``), or
+    put an error under a method's name in ``fail_once`` to make only its next call raise it.
+    ``images`` are the images present; a pull of any other fails like Docker's (set
+    ``pullable`` to let it succeed), feeding ``pull_events`` through the real progress
+    aggregator. Containers whose uuid is in ``exit_on_start`` exit with code 1 when started.
     """
 
     def __init__(
@@ -124,8 +190,23 @@ class FakeRuntime:
         self.version_answer = copy.deepcopy(DOCKER_VERSION if version is None else version)
         self.info_answer = copy.deepcopy(DOCKER_INFO if info is None else info)
         self.calls: list[str] = []
+        self.call_args: list[tuple[str, tuple[Any, ...]]] = []
         self.error: InstructionError | None = None
+        self.fail_once: dict[str, InstructionError] = {}
         self.closed = False
+        self.containers: dict[str, dict[str, Any]] = {}
+        self.images: set[str] = {"corral-test/busybox:latest"}
+        self.pullable: set[str] = set()
+        self.pull_events: list[dict[str, Any]] = copy.deepcopy(PULL_EVENTS)
+        self.pull_error: InstructionError | None = None
+        self.exit_on_start: set[str] = set()
+        self.volumes: dict[str, dict[str, Any]] = {}
+        self.removed_volumes_with: list[str] = []
+        self.streams: list[FakeEventStream] = []
+        self._ids = itertools.count(1)
+        self._host_ports = itertools.count(32768)
+
+    # engine
 
     def version(self) -> dict[str, Any]:
         self._enter("version")
@@ -137,14 +218,187 @@ class FakeRuntime:
 
     def close(self) -> None:
         self.calls.append("close")
+        self.call_args.append(("close", ()))
         self.closed = True
+        for stream in self.streams:
+            stream.close()
 
-    def _enter(self, name: str) -> None:
+    # containers
+
+    def find_container(self, uuid: str) -> dict[str, Any] | None:
+        self._enter("find_container", uuid)
+        for container in self.containers.values():
+            if container["Config"]["Labels"].get(UUID_LABEL) == uuid:
+                return copy.deepcopy(container)
+        return None
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        self._enter("inspect_container", container_id)
+        return copy.deepcopy(self._get(container_id))
+
+    def list_containers(self) -> list[dict[str, Any]]:
+        self._enter("list_containers")
+        return copy.deepcopy(list(self.containers.values()))
+
+    def image_present(self, ref: str) -> bool:
+        self._enter("image_present", ref)
+        return image_key(ref) in self.images
+
+    def pull(self, ref: str, auth: Mapping[str, Any] | None,
+             on_progress: OnPullProgress) -> None:
+        self._enter("pull", ref, None if auth is None else dict(auth))
+        if self.pull_error is not None:
+            raise self.pull_error
+        if image_key(ref) not in self.pullable:
+            raise InstructionError(
+                f"Could not pull image {ref}: pull access denied for {ref.split(':')[0]}, "
+                "repository does not exist or may require 'docker login': denied: requested "
+                "access to the resource is denied.")
+        progress = PullProgress(on_progress, interval=0.0)
+        for event in self.pull_events:
+            progress.feed(event)
+        progress.finish()
+        self.images.add(image_key(ref))
+
+    def create_container(self, params: Mapping[str, Any]) -> str:
+        self._enter("create_container", copy.deepcopy(dict(params)))
+        if image_key(params["image"]) not in self.images:
+            raise InstructionError(f"No such image: {params['image']}", ErrorCode.NOT_FOUND)
+        name = params.get("name")
+        if name and any(c["Name"] == f"/{name}" for c in self.containers.values()):
+            raise InstructionError(f'Conflict. The container name "/{name}" is already in use.',
+                                   ErrorCode.CONFLICT)
+        docker_id = f"{next(self._ids):064x}"
+        self.containers[docker_id] = {
+            "Id": docker_id,
+            "Created": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+            "Name": f"/{name or 'fake_' + docker_id[-6:]}",
+            "State": {"Status": "created", "Running": False, "Paused": False,
+                      "Restarting": False, "ExitCode": 0, "StartedAt": NEVER,
+                      "FinishedAt": NEVER},
+            "HostConfig": copy.deepcopy(dict(params.get("host_config") or {})),
+            "Config": {"Image": params["image"], "Labels": dict(params.get("labels") or {}),
+                       "Env": list(params.get("environment") or []),
+                       "Cmd": params.get("command"), "ExposedPorts": params.get("ports")},
+            "NetworkSettings": {"IPAddress": "", "Ports": {}, "Networks": {}},
+        }
+        return docker_id
+
+    def start(self, container_id: str) -> None:
+        self._enter("start", container_id)
+        container = self._get(container_id)
+        uuid = container["Config"]["Labels"].get(UUID_LABEL)
+        if uuid in self.exit_on_start:
+            self._set(container, "exited", exit_code=1, started=True, finished=True)
+        else:
+            self._set(container, "running", started=True)
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        self._enter("stop", container_id, timeout)
+        container = self._get(container_id)
+        if container["State"]["Running"]:
+            self._set(container, "exited", exit_code=0, finished=True)
+
+    def restart(self, container_id: str, timeout: float) -> None:
+        self._enter("restart", container_id, timeout)
+        self._set(self._get(container_id), "running", started=True)
+
+    def kill(self, container_id: str) -> None:
+        self._enter("kill", container_id)
+        container = self._get(container_id)
+        if not container["State"]["Running"]:
+            raise InstructionError(f"Container {container_id} is not running", ErrorCode.CONFLICT)
+        self._set(container, "exited", exit_code=137, finished=True)
+
+    def unpause(self, container_id: str) -> None:
+        self._enter("unpause", container_id)
+        self._set(self._get(container_id), "running")
+
+    def remove_container(self, container_id: str, volumes: bool, force: bool) -> None:
+        self._enter("remove_container", container_id, volumes, force)
+        container = self._get(container_id)
+        if container["State"]["Running"] and not force:
+            raise InstructionError(f"You cannot remove a running container {container_id}.",
+                                   ErrorCode.CONFLICT)
+        if volumes:
+            self.removed_volumes_with.append(container_id)
+        del self.containers[container_id]
+
+    def remove_volume(self, name: str) -> None:
+        self._enter("remove_volume", name)
+        if self.volumes.pop(name, None) is None:
+            raise InstructionError(f"get {name}: no such volume", ErrorCode.NOT_FOUND)
+
+    def volume(self, name: str) -> dict[str, Any] | None:
+        self._enter("volume", name)
+        return copy.deepcopy(self.volumes.get(name))
+
+    def events(self, since: float | None) -> EventStream:
+        self._enter("events", since)
+        stream = FakeEventStream()
+        self.streams.append(stream)
+        return stream
+
+    # test controls
+
+    def add_container(self, uuid: str | None, status: str = "created", *,
+                      name: str | None = None, image: str = "corral-test/busybox:latest") -> str:
+        """Put a container there as if made earlier (``uuid`` None: not Corral's)."""
+        labels = {} if uuid is None else {UUID_LABEL: uuid, "io.corral.managed": "true"}
+        docker_id = self.create_container({"image": image, "labels": labels, "name": name})
+        self.calls.pop()
+        self.call_args.pop()
+        if status != "created":
+            self._set(self.containers[docker_id], status, started=True,
+                      finished=status != "running", exit_code=0)
+        return docker_id
+
+    def emit(self, event: dict[str, Any] | InstructionError) -> None:
+        """Deliver an engine event (or a stream failure) to every open event stream."""
+        for stream in self.streams:
+            if not stream.closed:
+                stream.queue.put(event)
+
+    def _get(self, container_id: str) -> dict[str, Any]:
+        for docker_id, container in self.containers.items():
+            if docker_id == container_id or container["Name"] == f"/{container_id}":
+                return container
+        raise InstructionError(f"No such container: {container_id}", ErrorCode.NOT_FOUND)
+
+    def _set(self, container: dict[str, Any], status: str, *, exit_code: int | None = None,
+             started: bool = False, finished: bool = False) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+        state = container["State"]
+        running = status in ("running", "paused", "restarting")
+        state.update(Status=status, Running=running, Paused=status == "paused")
+        if exit_code is not None:
+            state["ExitCode"] = exit_code
+        if started:
+            state["StartedAt"] = now
+        if finished:
+            state["FinishedAt"] = now
+        network = container["NetworkSettings"]
+        if running:
+            network["IPAddress"] = f"172.17.0.{int(container['Id'], 16) % 250 + 2}"
+            bindings = container["HostConfig"].get("port_bindings") or {}
+            if not network["Ports"]:
+                network["Ports"] = {
+                    key: [{"HostIp": b["HostIp"] or "0.0.0.0",
+                           "HostPort": b["HostPort"] or str(next(self._host_ports))}
+                          for b in hosts]
+                    for key, hosts in bindings.items()}
+        else:
+            network.update(IPAddress="", Ports={})
+
+    def _enter(self, name: str, *args: Any) -> None:
         self.calls.append(name)
+        self.call_args.append((name, args))
         if self.closed:
             raise RuntimeUnavailable("The fake Docker engine is closed.")
         if self.error is not None:
             raise self.error
+        if name in self.fail_once:
+            raise self.fail_once.pop(name)
 
 
 if TYPE_CHECKING:

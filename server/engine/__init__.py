@@ -1,0 +1,1 @@
+"""Processes that turn API changes into instructions, and reconcile what hosts report."""

@@ -1,0 +1,210 @@
+"""Container operations on hosts, driven by the container's transitional state.
+
+An API request only records the state it asks for (``creating``, ``stopping``, ...); the engine
+then runs the matching operation in the background, one at a time per container, and records
+the outcome. Because the state itself says what is left to do, the engine resumes every
+unfinished operation after a server restart or when a host comes back, and the agent's
+idempotent handlers make a re-sent instruction harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from server.api.errors import Unavailable, invalid
+from server.api.types import now_ms
+from server.store import Condition, Query, Record
+from shared import protocol
+from shared.errors import HostNotConnected, InstructionError
+from shared.ids import format_id
+
+if TYPE_CHECKING:
+    from server.api.context import RequestContext
+    from server.services import Services
+
+log = logging.getLogger(__name__)
+
+CREATE_TIMEOUT = 900.0  # a pull of a large image may take minutes
+OP_TIMEOUT = 120.0
+
+# Docker's container status → the container's resting state.
+RESTING = {"running": "running", "restarting": "running", "paused": "running",
+           "created": "stopped", "exited": "stopped", "dead": "stopped", "removed": "removed"}
+
+
+def resting_state(summary: dict[str, Any]) -> str:
+    return RESTING.get(str(summary.get("status")), "stopped")
+
+
+def summary_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    """What a container's state summary changes on its record."""
+    ports = summary.get("ports") or []
+    return {
+        "externalId": summary.get("dockerId"),
+        "primaryIpAddress": summary.get("ipAddress") or None,
+        "exitCode": summary.get("exitCode"),
+        "startedAt": summary.get("startedAt"),
+        "dockerPorts": ports,
+        "publicEndpoints": [{"ipAddress": p.get("hostIp"), "port": p.get("hostPort"),
+                             "privatePort": p.get("containerPort"),
+                             "protocol": p.get("protocol")} for p in ports if p.get("hostPort")],
+    }
+
+
+class InstanceEngine:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # --- requests from the API ----------------------------------------------------------
+
+    async def request(self, record: Record, state: str, timeout: Any = None) -> Record:
+        """Record the transitional ``state`` and start carrying it out."""
+        host_id = record.data.get("hostId")
+        if state != "purging" and isinstance(host_id, int) and record.data.get("externalId") \
+                and not self._services.hub.is_live(host_id):
+            raise Unavailable(f"host {format_id('1h', host_id)} is disconnected: its agent is "
+                              "not connected, so the container cannot be changed now",
+                              code="HostNotConnected")
+        data = {"stopTimeout": timeout} if timeout is not None else None
+        updated = await self._services.store.update(
+            record.id, {"state": state, "transitioning": "yes",
+                        "transitioning_message": "In Progress",
+                        "transitioning_progress": None}, data, expected_version=record.version)
+        self.submit(record.id)
+        return updated
+
+    def submit(self, record_id: int) -> None:
+        if self._stopping:
+            return
+        task = asyncio.create_task(self._run(record_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def resume(self, host_id: int | None = None) -> None:
+        """Carry on every unfinished operation (of one host, or everywhere)."""
+        conditions = [Condition("transitioning", "eq", "yes")]
+        if host_id is not None:
+            conditions.append(Condition("hostId", "eq", host_id, "int"))
+        for record in await self._services.store.list(Query(
+                types=["container"], conditions=conditions, limit=10_000)):
+            self.submit(record.id)
+
+    # --- the operations -----------------------------------------------------------------
+
+    async def _run(self, record_id: int) -> None:
+        lock = self._locks.setdefault(record_id, asyncio.Lock())
+        async with lock:
+            record = await self._services.store.get(record_id)
+            if record is None or record.transitioning != "yes":
+                return
+            operation = self._operations().get(record.state)
+            if operation is None:
+                return
+            try:
+                await operation(record)
+            except HostNotConnected as exc:
+                # Resumed when the host's agent comes back (see resume()).
+                await self._services.store.update(record.id, {
+                    "transitioning_message": f"waiting for the host: {exc}"})
+            except InstructionError as exc:
+                await self._failed(record, str(exc))
+            except Exception:
+                log.exception("container %s: %s failed", record.uuid, record.state)
+                await self._failed(record, "internal error; see the server log")
+
+    def _operations(self) -> dict[str, Callable[[Record], Awaitable[None]]]:
+        return {"creating": self._create, "starting": self._start, "stopping": self._stop,
+                "restarting": self._restart, "removing": self._remove,
+                "purging": self._purge}
+
+    async def _call(self, record: Record, name: str, data: dict[str, Any],
+                    timeout: float = OP_TIMEOUT) -> dict[str, Any]:
+        store = self._services.store
+
+        async def on_progress(progress: protocol.Progress) -> None:
+            await store.update(record.id, {"transitioning_message": progress.message,
+                                           "transitioning_progress": progress.progress})
+
+        return await self._services.hub.call(int(record.data["hostId"]), name, "container",
+                                             format_id("1i", record.id), data, timeout=timeout,
+                                             on_progress=on_progress)
+
+    async def _settle(self, record: Record, summary: dict[str, Any],
+                      state: str | None = None) -> None:
+        await self._services.store.update(record.id, {
+            "state": state or resting_state(summary), "transitioning": "no",
+            "transitioning_message": None, "transitioning_progress": None,
+        }, summary_fields(summary))
+
+    async def _create(self, record: Record) -> None:
+        auth = await self._services.registries.auth_for(record)
+        summary = await self._call(record, "instance.create",
+                                   {"container": record.data["spec"], "registryAuth": auth},
+                                   timeout=CREATE_TIMEOUT)
+        if record.data.get("startOnCreate", True):
+            await self._services.store.update(record.id, {"state": "starting"},
+                                              summary_fields(summary))
+            summary = await self._call(record, "instance.start", {"uuid": record.uuid})
+        await self._settle(record, summary)
+
+    async def _start(self, record: Record) -> None:
+        await self._settle(record, await self._call(record, "instance.start",
+                                                    {"uuid": record.uuid}))
+
+    async def _stop(self, record: Record) -> None:
+        timeout = record.data.get("stopTimeout") or 10
+        summary = await self._call(record, "instance.stop",
+                                   {"uuid": record.uuid, "timeout": timeout},
+                                   timeout=OP_TIMEOUT + timeout)
+        await self._settle(record, summary, "stopped")
+
+    async def _restart(self, record: Record) -> None:
+        timeout = record.data.get("stopTimeout") or 10
+        await self._settle(record, await self._call(
+            record, "instance.restart", {"uuid": record.uuid, "timeout": timeout},
+            timeout=OP_TIMEOUT + timeout))
+
+    async def _remove(self, record: Record) -> None:
+        if record.data.get("externalId") or record.data.get("hostId") is not None:
+            try:
+                await self._call(record, "instance.remove",
+                                 {"uuid": record.uuid, "removeVolumes": True})
+            except HostNotConnected:
+                if record.data.get("externalId"):
+                    raise
+        await self._services.store.update(record.id, {
+            "state": "removed", "removed": now_ms(), "transitioning": "no",
+            "transitioning_message": None, "transitioning_progress": None})
+
+    async def _purge(self, record: Record) -> None:
+        await self._services.store.update(record.id, {
+            "state": "purged", "transitioning": "no", "transitioning_message": None})
+
+    async def _failed(self, record: Record, message: str) -> None:
+        """Record a failure: a container that could not be created ends in ``error``."""
+        current = await self._services.store.get(record.id)
+        if current is None:
+            return
+        fallback = {"creating": "error", "starting": "stopped", "stopping": "running",
+                    "restarting": "stopped", "removing": "error", "purging": "removed"}
+        await self._services.store.update(record.id, {
+            "state": fallback.get(current.state, current.state), "transitioning": "error",
+            "transitioning_message": message, "transitioning_progress": None})
+
+    # --- logs and exec ------------------------------------------------------------------
+
+    async def stream_action(self, ctx: RequestContext, record: Record, name: str,
+                            values: dict[str, Any]) -> dict[str, Any]:
+        raise invalid("InvalidAction", "action", f"{name} is not available yet")

@@ -1,0 +1,136 @@
+"""Keep container records true to what hosts report.
+
+Docker events (``containerEvent``) move containers changed behind Corral's back within a
+moment. The inventory a host sends on every (re)connection is reconciled in full: missed
+transitions are applied, containers that vanished are marked removed, Corral containers whose
+records are gone are removed from the host, containers started outside Corral are imported as
+native containers (as Rancher did), and unfinished operations on the host are resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from server.api.types import now_ms
+from server.engine.instances import resting_state, summary_fields
+from server.engine.placement import list_all
+from server.store import Condition, NewRecord, Query, Record
+from shared import protocol
+from shared.errors import InstructionError
+from shared.ids import format_id
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+log = logging.getLogger(__name__)
+GONE = frozenset({"removed", "purged"})
+
+
+class Reconciler:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _find(self, host_id: int, summary: dict[str, Any]) -> Record | None:
+        uuid = summary.get("uuid")
+        if uuid:
+            record = await self._services.store.get_by_uuid(str(uuid))
+            if record is not None and record.type == "container" and \
+                    record.data.get("hostId") == host_id:
+                return record
+            return None
+        docker_id = summary.get("dockerId")
+        if not docker_id:
+            return None
+        found = await self._services.store.list(Query(types=["container"], limit=1, conditions=[
+            Condition("hostId", "eq", host_id, "int"),
+            Condition("externalId", "eq", str(docker_id))]))
+        return found[0] if found else None
+
+    async def on_event(self, host_id: int, event: protocol.ContainerEvent) -> None:
+        summary = event.container
+        record = await self._find(host_id, summary)
+        if record is None:
+            if summary.get("status") == "running" and event.event == "start":
+                await self._import(host_id, summary)
+            return
+        if record.transitioning == "yes" or record.state in GONE:
+            return  # an operation of ours is under way and will record the outcome
+        if event.event == "destroy":
+            await self._services.store.update(record.id, {"state": "removed",
+                                                          "removed": now_ms()})
+            return
+        await self._apply(record, summary)
+
+    async def _apply(self, record: Record, summary: dict[str, Any]) -> None:
+        state = resting_state(summary)
+        fields = {k: v for k, v in summary_fields(summary).items()
+                  if record.data.get(k) != v}
+        if state != record.state or fields:
+            log.info("container %s is %s on its host", record.uuid, summary.get("status"))
+            await self._services.store.update(record.id, {"state": state}, fields)
+
+    async def _import(self, host_id: int, summary: dict[str, Any]) -> Record | None:
+        """A container started outside Corral becomes a native container record."""
+        host = await self._services.store.get(host_id)
+        if host is None or host.project_id is None:
+            return None
+        labels = dict(summary.get("labels") or {})
+        record = await self._services.store.create(NewRecord(
+            type="container", kind="container", state=resting_state(summary),
+            name=summary.get("name"), project_id=host.project_id,
+            uuid=str(summary["uuid"]) if summary.get("uuid") else None,
+            data={"imageUuid": f"docker:{summary.get('image')}", "hostId": host_id,
+                  "native": not summary.get("uuid"), "labels": labels,
+                  "startOnCreate": True, **summary_fields(summary)}))
+        log.info("imported container %s (%s) found on host %s", summary.get("name"),
+                 summary.get("dockerId"), format_id("1h", host_id))
+        return record
+
+    async def on_inventory(self, host_id: int, inventory: protocol.Inventory) -> None:
+        store = self._services.store
+        records = await list_all(store, Query(types=["container"], conditions=[
+            Condition("hostId", "eq", host_id, "int")]))
+        by_uuid = {r.uuid: r for r in records}
+        by_docker_id = {r.data.get("externalId"): r for r in records if r.data.get("externalId")}
+        seen: set[int] = set()
+        for summary in inventory.containers:
+            record = by_uuid.get(str(summary.get("uuid"))) if summary.get("uuid") else \
+                by_docker_id.get(summary.get("dockerId"))
+            if record is None:
+                if summary.get("uuid") and await store.get_by_uuid(str(summary["uuid"])):
+                    continue  # a record of another host: not ours to judge
+                await self._import(host_id, summary)
+                continue
+            seen.add(record.id)
+            if record.transitioning == "yes":
+                continue
+            if record.state in GONE:
+                self._remove_leftover(host_id, record)
+            else:
+                await self._apply(record, summary)
+        for record in records:
+            if record.id in seen or record.state in GONE or record.transitioning == "yes":
+                continue
+            if record.data.get("externalId"):
+                log.info("container %s vanished from its host", record.uuid)
+                await store.update(record.id, {"state": "removed", "removed": now_ms()})
+        await self._services.instances.resume(host_id)
+
+    def _remove_leftover(self, host_id: int, record: Record) -> None:
+        """A container whose record was removed while its host was away goes too."""
+
+        async def remove() -> None:
+            try:
+                await self._services.hub.call(host_id, "instance.remove", "container",
+                                              format_id("1i", record.id),
+                                              {"uuid": record.uuid, "removeVolumes": True})
+            except InstructionError as exc:
+                log.warning("could not remove container %s left on host %s: %s",
+                            record.uuid, format_id("1h", host_id), exc)
+
+        task = asyncio.create_task(remove())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

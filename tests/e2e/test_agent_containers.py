@@ -1,0 +1,291 @@
+"""The agent's container instructions, events and inventory on the real Docker engine: the real
+handlers through the real dispatcher and DockerRuntime, on the test image only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import urllib.request
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from agent import events
+from agent.dispatcher import Dispatcher
+from agent.facts import FactsSource
+from agent.handlers import HANDLERS
+from agent.runtime import DockerRuntime
+from shared import protocol
+from shared.errors import ErrorCode
+from tests.support.processes import free_port
+from tests.support.timing import seconds, wait_for
+
+IMAGE = os.environ.get("CORRAL_TEST_IMAGE", "corral-test/busybox:latest")
+TEST_LABEL = "io.corral.test"
+RUN = f"agent-containers-{os.getpid()}"
+HTTPD = "mkdir -p /w; echo hello > /w/index.html; httpd -f -p 80 -h /w"
+
+
+def docker(*args: str) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def ours() -> list[str]:
+    """Docker ids of every container this test run made."""
+    return docker("ps", "-aq", "--no-trunc", "--filter", f"label={TEST_LABEL}={RUN}").split()
+
+
+def spec(command: list[str] | None = None, **overrides: Any) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "uuid": str(uuidlib.uuid4()), "name": None, "image": IMAGE,
+        "command": command or ["sleep", "300"], "entryPoint": None, "environment": {},
+        "labels": {TEST_LABEL: RUN}, "ports": [], "expose": [], "binds": [], "volumes": [],
+        "volumesFrom": [], "networkMode": None, "dns": [], "dnsSearch": [], "capAdd": [],
+        "capDrop": [], "extraHosts": [], "restartPolicy": None, "cpuShares": None,
+        "memory": None, "memorySwap": None, "cpuSet": None, "user": None, "workingDir": None,
+        "hostname": None, "domainName": None, "pidMode": None, "ipcMode": None,
+        "privileged": False, "tty": False, "stdinOpen": False, "readOnly": False,
+        "devices": [], "logConfig": None, "ulimits": [],
+    }
+    value.update(overrides)
+    return value
+
+
+class Agent:
+    """The agent's instruction path without the websocket: dispatcher, handlers, DockerRuntime."""
+
+    def __init__(self, runtime: DockerRuntime) -> None:
+        self.runtime = runtime
+        self.dispatcher = Dispatcher(HANDLERS, runtime, FactsSource(runtime, {}, None))
+        self.sent: list[protocol.AgentMessage] = []
+
+    async def _send(self, message: protocol.AgentMessage) -> None:
+        self.sent.append(message)
+
+    async def call(self, name: str, **data: Any) -> protocol.Reply:
+        self.sent.clear()
+        request = protocol.Request(id=f"r-{len(self.sent)}", name=name,
+                                   resource_type="container", resource_id="1i1", data=data,
+                                   timeout_ms=int(seconds(120) * 1000))
+        await self.dispatcher.handle(request, self._send)
+        reply = self.sent[-1]
+        assert isinstance(reply, protocol.Reply)
+        return reply
+
+    async def ok(self, name: str, **data: Any) -> dict[str, Any]:
+        reply = await self.call(name, **data)
+        assert reply.error is None, reply.error
+        return reply.data
+
+    def progress(self) -> list[str]:
+        return [m.message for m in self.sent if isinstance(m, protocol.Progress)]
+
+
+@pytest.fixture
+def runtime(docker_engine: None) -> Iterator[DockerRuntime]:
+    runtime = DockerRuntime.from_env(os.environ, timeout=seconds(30))
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+        leftovers = ours()
+        if leftovers:
+            docker("rm", "-f", "-v", *leftovers)
+
+
+@pytest.fixture
+def agent(runtime: DockerRuntime) -> Agent:
+    return Agent(runtime)
+
+
+def http_get(port: int, host: str = "127.0.0.1") -> str:
+    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=seconds(5)) as response:
+        return str(response.read().decode())
+
+
+def answers(port: int) -> str | None:
+    try:
+        return http_get(port)
+    except OSError:
+        return None
+
+
+def status_of(docker_id: str) -> str:
+    return docker("inspect", "--format", "{{.State.Status}}", docker_id)
+
+
+async def test_a_container_lives_through_create_start_stop_restart_remove(agent: Agent) -> None:
+    fixed = free_port()
+    web = spec(["sh", "-c", HTTPD], ports=[
+        {"hostIp": None, "hostPort": None, "containerPort": 80, "protocol": "tcp"},
+        {"hostIp": "127.0.0.1", "hostPort": fixed, "containerPort": 80, "protocol": "tcp"}])
+
+    created = await agent.ok("instance.create", container=web, registryAuth=None)
+    assert not any(m.startswith("pulling") for m in agent.progress())  # the image is here
+    assert (created["uuid"], created["status"], created["ports"]) == (web["uuid"], "created", [])
+    docker_id = created["dockerId"]
+    assert status_of(docker_id) == "created"
+
+    started = await agent.ok("instance.start", uuid=web["uuid"])
+    assert started["status"] == "running" and started["ipAddress"]
+    assert docker_id in docker("ps", "-q", "--no-trunc").split()
+    bound = {(p["hostIp"], p["containerPort"]): p["hostPort"] for p in started["ports"]}
+    assert bound[("127.0.0.1", 80)] == fixed
+    random_port = bound[("0.0.0.0", 80)]
+    assert random_port not in (None, fixed)
+    for port in (random_port, fixed):
+        assert wait_for(lambda p=port: answers(p), 5, f"httpd on port {port}") == "hello\n"
+
+    assert (await agent.ok("instance.start", uuid=web["uuid"]))["dockerId"] == docker_id
+
+    stopped = await agent.ok("instance.stop", uuid=web["uuid"], timeout=2)
+    assert (stopped["status"], stopped["ports"]) == ("exited", [])
+    assert stopped["finishedAt"] is not None
+    assert status_of(docker_id) == "exited"
+
+    restarted = await agent.ok("instance.restart", uuid=web["uuid"], timeout=2)
+    assert restarted["status"] == "running"
+    assert wait_for(lambda: answers(fixed), 5, "httpd after the restart") == "hello\n"
+
+    again = await agent.ok("instance.create", container=web, registryAuth=None)
+    assert again["dockerId"] == docker_id
+    assert ours() == [docker_id]
+
+    assert await agent.ok("instance.remove", uuid=web["uuid"], removeVolumes=True) == {}
+    assert ours() == []
+    assert await agent.ok("instance.remove", uuid=web["uuid"], removeVolumes=True) == {}
+    reply = await agent.call("instance.inspect", uuid=web["uuid"])
+    assert reply.error is not None and reply.error.code is ErrorCode.NOT_FOUND
+
+
+async def test_every_spec_field_reaches_docker(agent: Agent) -> None:
+    full = spec(name=f"corral-e2e-{os.getpid()}", environment={"GREETING": "hi"},
+                workingDir="/tmp", hostname="web", user="1000", dns=["10.0.0.2"],
+                extraHosts=["db:10.0.0.5"], capAdd=["NET_ADMIN"], capDrop=["MKNOD"],
+                restartPolicy={"name": "on-failure", "maximumRetryCount": 2},
+                memory=64 * 1024 * 1024, cpuShares=512, readOnly=True,
+                expose=[{"containerPort": 9000, "protocol": "udp"}],
+                volumes=[{"name": None, "destination": "/data", "mode": None, "driver": None}],
+                ulimits=[{"name": "nofile", "soft": 1024, "hard": 2048}],
+                logConfig={"driver": "json-file", "config": {"max-size": "1m"}})
+    state = await agent.ok("instance.create", container=full)
+    assert state["name"] == full["name"]
+    fmt = ("{{json .Config.Env}}|{{.Config.WorkingDir}}|{{.Config.Hostname}}|{{.Config.User}}|"
+           "{{json .HostConfig.Dns}}|{{json .HostConfig.ExtraHosts}}|{{json .HostConfig.CapAdd}}|"
+           "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}|"
+           "{{.HostConfig.Memory}}|{{.HostConfig.CpuShares}}|{{.HostConfig.ReadonlyRootfs}}|"
+           "{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}|"
+           "{{json .HostConfig.Ulimits}}|{{json .HostConfig.LogConfig}}")
+    seen = docker("inspect", "--format", fmt, state["dockerId"]).split("|")
+    assert seen[0].startswith('["GREETING=hi"')
+    assert seen[1:] == [
+        "/tmp", "web", "1000", '["10.0.0.2"]', '["db:10.0.0.5"]', '["NET_ADMIN"]',
+        "on-failure:2", str(64 * 1024 * 1024), "512", "true", '{"9000/udp":{}}',
+        '{"/data":{}}', '[{"Hard":2048,"Name":"nofile","Soft":1024}]',
+        '{"Type":"json-file","Config":{"max-size":"1m"}}']
+    assert await agent.ok("instance.remove", uuid=full["uuid"], removeVolumes=True) == {}
+
+
+async def test_a_container_that_exits_at_once_is_answered_with_its_state(agent: Agent) -> None:
+    quick = spec(["sh", "-c", "exit 3"])
+    await agent.ok("instance.create", container=quick)
+    state = await agent.ok("instance.start", uuid=quick["uuid"])
+    if state["status"] == "running":  # Docker answered before the shell ended
+        state = wait_for(lambda: status_of(state["dockerId"]) == "exited" and state, 5, "exit")
+        state = await agent.ok("instance.inspect", uuid=quick["uuid"])
+    assert (state["status"], state["exitCode"]) == ("exited", 3)
+
+
+async def test_stop_kills_a_container_that_ignores_sigterm_after_the_timeout(
+        agent: Agent) -> None:
+    stubborn = spec(["sleep", "300"])  # PID 1 without a SIGTERM handler ignores it
+    await agent.ok("instance.create", container=stubborn)
+    await agent.ok("instance.start", uuid=stubborn["uuid"])
+    state = await agent.ok("instance.stop", uuid=stubborn["uuid"], timeout=1)
+    assert (state["status"], state["exitCode"]) == ("exited", 137)
+
+
+async def test_a_missing_container_is_not_found(agent: Agent) -> None:
+    reply = await agent.call("instance.start", uuid=str(uuidlib.uuid4()))
+    assert reply.error is not None and reply.error.code is ErrorCode.NOT_FOUND
+    assert "does not exist on this host" in reply.error.message
+
+
+async def test_an_unknown_image_fails_with_dockers_message(agent: Agent) -> None:
+    image = "corral-test/does-not-exist:1"
+    reply = await agent.call("instance.create", container=spec(image=image))
+    assert reply.error is not None
+    assert reply.error.code is ErrorCode.RUNTIME_ERROR
+    assert reply.error.message.startswith(f"Could not pull image {image}: ")
+    # Docker's own explanation follows: no registry reachable here, or no such repository.
+    assert len(reply.error.message) > len(f"Could not pull image {image}: ") + 10
+    assert agent.progress() == [f"pulling {image}"]
+    assert ours() == []
+
+
+async def test_a_name_in_use_is_a_conflict(agent: Agent) -> None:
+    name = f"corral-e2e-taken-{os.getpid()}"
+    await agent.ok("instance.create", container=spec(name=name))
+    reply = await agent.call("instance.create", container=spec(name=name))
+    assert reply.error is not None and reply.error.code is ErrorCode.CONFLICT
+    assert name in reply.error.message
+
+
+@pytest.fixture
+async def watcher(runtime: DockerRuntime) -> AsyncIterator[asyncio.Queue[protocol.ContainerEvent]]:
+    received: asyncio.Queue[protocol.ContainerEvent] = asyncio.Queue()
+
+    async def send(message: protocol.ContainerEvent) -> None:
+        await received.put(message)
+
+    task = asyncio.create_task(events.watch_container_events(runtime, send))
+    await asyncio.sleep(0.2)  # the stream opens (events from its start on are replayed anyway)
+    try:
+        yield received
+    finally:
+        task.cancel()
+        # Cancelling closes the stream, so the blocked reading thread ends at once.
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, seconds(2))
+
+
+async def next_event(received: asyncio.Queue[protocol.ContainerEvent], uuid: str,
+                     names: set[str], within: float) -> protocol.ContainerEvent:
+    async with asyncio.timeout(seconds(within)):
+        while True:
+            message = await received.get()
+            if message.container.get("uuid") == uuid and message.event in names:
+                return message
+
+
+async def test_a_killed_container_is_reported_by_an_event(
+        agent: Agent, watcher: asyncio.Queue[protocol.ContainerEvent]) -> None:
+    victim = spec(["sleep", "300"])
+    await agent.ok("instance.create", container=victim)
+    started = await agent.ok("instance.start", uuid=victim["uuid"])
+    await next_event(watcher, victim["uuid"], {"start"}, 2)
+    docker("kill", started["dockerId"])
+    message = await next_event(watcher, victim["uuid"], {"die", "kill"}, 2)
+    assert message.container["dockerId"] == started["dockerId"]
+    if message.event == "die":
+        assert message.container["status"] == "exited"
+    assert protocol.parse(protocol.dump(message)) == message
+
+    await agent.ok("instance.remove", uuid=victim["uuid"])
+    gone = await next_event(watcher, victim["uuid"], {"destroy"}, 2)
+    assert gone.container == {"uuid": victim["uuid"], "dockerId": started["dockerId"],
+                              "status": "removed"}
+
+
+async def test_inventory_lists_the_hosts_containers(agent: Agent, runtime: DockerRuntime) -> None:
+    listed = spec()
+    state = await agent.ok("instance.create", container=listed)
+    message = await events.inventory(runtime)
+    mine = [c for c in message.containers if c["dockerId"] == state["dockerId"]]
+    assert mine == [state]
+    assert {c["dockerId"] for c in message.containers} >= set(ours())
