@@ -73,6 +73,17 @@ class AgentConnection:
         self._facts = facts
         self._dispatcher = dispatcher
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_failure: str | None = None
+
+    def _retry_or_exit(self, exc: Exception) -> Exception | None:
+        verdict = process_exception(exc)
+        if verdict is None:
+            reason = str(exc) or type(exc).__name__
+            if reason != self._last_failure:
+                log.warning("cannot connect to %s: %s; retrying", self._credentials.agent_url,
+                            reason)
+                self._last_failure = reason
+        return verdict
 
     def _headers(self) -> dict[str, str]:
         pair = f"{self._credentials.access_key}:{self._credentials.secret_key}"
@@ -83,7 +94,7 @@ class AgentConnection:
         url = self._credentials.agent_url
         async for ws in connect(url, additional_headers=self._headers(), open_timeout=10,
                                 ping_interval=None, max_size=protocol.MAX_FRAME_BYTES,
-                                process_exception=process_exception,
+                                process_exception=self._retry_or_exit,
                                 user_agent_header=f"corral-agent/{VERSION}"):
             try:
                 await self._session(ws)
@@ -115,6 +126,7 @@ class AgentConnection:
         if not isinstance(welcome, protocol.Welcome):
             raise ProtocolError(f"expected welcome, got {welcome.type}")
         log.info("connected to %s as host %s", self._credentials.server_url, welcome.host_id)
+        self._last_failure = None
         self._spawn(self._report_loop(ws, welcome.report_interval))
         # Watch events first, then take the inventory: no change falls between the two.
         self._spawn(watch_container_events(self._runtime, lambda m: self._send(ws, m),

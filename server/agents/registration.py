@@ -95,7 +95,8 @@ async def register(request: web.Request) -> web.Response:
     access, secret = await _issue_key(services.store, host)
     host_id = format_id(HOST.id_prefix, host.id)
     log.info("host %s registered from %s", host_id, request.remote)
-    ws_origin = _public_origin(request).replace("http", "ws", 1)
+    # The agent reached us at this origin to register: its websocket goes to the same place.
+    ws_origin = origin(request).replace("http", "ws", 1)
     return json_response({"type": "agentRegistration", "hostId": host_id,
                           "accessKey": access, "secretKey": secret,
                           "agentUrl": f"{ws_origin}{AGENT_PATH}"})

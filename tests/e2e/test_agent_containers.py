@@ -4,14 +4,21 @@ handlers through the real dispatcher and DockerRuntime, on the test image only."
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
+import hashlib
+import io
+import json
 import os
 import subprocess
+import tarfile
 import urllib.request
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from agent import events
 from agent.dispatcher import Dispatcher
@@ -175,19 +182,20 @@ async def test_every_spec_field_reaches_docker(agent: Agent) -> None:
                 logConfig={"driver": "json-file", "config": {"max-size": "1m"}})
     state = await agent.ok("instance.create", container=full)
     assert state["name"] == full["name"]
-    fmt = ("{{json .Config.Env}}|{{.Config.WorkingDir}}|{{.Config.Hostname}}|{{.Config.User}}|"
-           "{{json .HostConfig.Dns}}|{{json .HostConfig.ExtraHosts}}|{{json .HostConfig.CapAdd}}|"
-           "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}|"
-           "{{.HostConfig.Memory}}|{{.HostConfig.CpuShares}}|{{.HostConfig.ReadonlyRootfs}}|"
-           "{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}|"
-           "{{json .HostConfig.Ulimits}}|{{json .HostConfig.LogConfig}}")
-    seen = docker("inspect", "--format", fmt, state["dockerId"]).split("|")
-    assert seen[0].startswith('["GREETING=hi"')
-    assert seen[1:] == [
-        "/tmp", "web", "1000", '["10.0.0.2"]', '["db:10.0.0.5"]', '["NET_ADMIN"]',
-        "on-failure:2", str(64 * 1024 * 1024), "512", "true", '{"9000/udp":{}}',
-        '{"/data":{}}', '[{"Hard":2048,"Name":"nofile","Soft":1024}]',
-        '{"Type":"json-file","Config":{"max-size":"1m"}}']
+    seen = json.loads(docker("inspect", state["dockerId"]))[0]
+    config, host = seen["Config"], seen["HostConfig"]
+    assert "GREETING=hi" in config["Env"]
+    assert (config["WorkingDir"], config["Hostname"], config["User"]) == ("/tmp", "web", "1000")
+    assert config["ExposedPorts"] == {"9000/udp": {}}
+    assert config["Volumes"] == {"/data": {}}
+    assert config["Labels"][TEST_LABEL] == RUN
+    assert (host["Dns"], host["ExtraHosts"]) == (["10.0.0.2"], ["db:10.0.0.5"])
+    assert (host["CapAdd"], host["CapDrop"]) == (["NET_ADMIN"], ["MKNOD"])
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    assert (host["Memory"], host["CpuShares"], host["ReadonlyRootfs"]) == (
+        64 * 1024 * 1024, 512, True)
+    assert host["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m"}}
     assert await agent.ok("instance.remove", uuid=full["uuid"], removeVolumes=True) == {}
 
 
@@ -196,7 +204,7 @@ async def test_a_container_that_exits_at_once_is_answered_with_its_state(agent: 
     await agent.ok("instance.create", container=quick)
     state = await agent.ok("instance.start", uuid=quick["uuid"])
     if state["status"] == "running":  # Docker answered before the shell ended
-        state = wait_for(lambda: status_of(state["dockerId"]) == "exited" and state, 5, "exit")
+        wait_for(lambda: status_of(state["dockerId"]) == "exited", 5, "the shell to exit")
         state = await agent.ok("instance.inspect", uuid=quick["uuid"])
     assert (state["status"], state["exitCode"]) == ("exited", 3)
 
@@ -289,3 +297,149 @@ async def test_inventory_lists_the_hosts_containers(agent: Agent, runtime: Docke
     mine = [c for c in message.containers if c["dockerId"] == state["dockerId"]]
     assert mine == [state]
     assert {c["dockerId"] for c in message.containers} >= set(ours())
+
+
+# pulls, from a registry on this machine serving an image made here
+
+
+def _digest(blob: bytes) -> str:
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def _image(payload_size: int) -> tuple[bytes, dict[str, bytes]]:
+    """A one-layer image holding random bytes: its manifest and its blobs by digest."""
+    layer_tar = io.BytesIO()
+    with tarfile.open(fileobj=layer_tar, mode="w") as tar:
+        info = tarfile.TarInfo("payload")
+        info.size = payload_size
+        tar.addfile(info, io.BytesIO(os.urandom(payload_size)))
+    diff = layer_tar.getvalue()
+    layer = gzip.compress(diff, compresslevel=1)
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/payload"]},
+        "rootfs": {"type": "layers", "diff_ids": [_digest(diff)]},
+        "history": [{"created_by": "tests/e2e/test_agent_containers.py"}],
+    }).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "size": len(config), "digest": _digest(config)},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": len(layer), "digest": _digest(layer)}],
+    }).encode()
+    return manifest, {_digest(config): config, _digest(layer): layer}
+
+
+class Registry:
+    """A Docker Registry v2 (the read half) on 127.0.0.1, which Docker trusts over plain HTTP.
+
+    With ``credentials`` set it wants HTTP Basic auth, as a private registry does.
+    """
+
+    MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+
+    def __init__(self) -> None:
+        self.manifest, self.blobs = _image(8 * 1024 * 1024)
+        self.credentials: tuple[str, str] | None = None
+        self.address = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v2/", self._root)
+        app.router.add_get("/v2/{name:.+}/manifests/{ref}", self._manifest)
+        app.router.add_get("/v2/{name:.+}/blobs/{digest}", self._blob)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.address = f"127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        if self.credentials is None:
+            return None
+        expected = "Basic " + base64.b64encode(":".join(self.credentials).encode()).decode()
+        if request.headers.get("Authorization") == expected:
+            return None
+        return web.json_response(
+            {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+            status=401, headers={"WWW-Authenticate": 'Basic realm="corral-test"'})
+
+    async def _root(self, request: web.Request) -> web.StreamResponse:
+        return self._refused(request) or web.json_response({})
+
+    async def _manifest(self, request: web.Request) -> web.StreamResponse:
+        return self._refused(request) or web.Response(
+            body=self.manifest, content_type=self.MANIFEST_TYPE,
+            headers={"Docker-Content-Digest": _digest(self.manifest)})
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        blob = self.blobs.get(request.match_info["digest"])
+        if blob is None:
+            return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/octet-stream", "Content-Length": str(len(blob)),
+            "Docker-Content-Digest": request.match_info["digest"]})
+        await response.prepare(request)
+        chunk = 256 * 1024
+        for start in range(0, len(blob), chunk):  # slowly enough to show progress
+            await response.write(blob[start:start + chunk])
+            await asyncio.sleep(0.02)
+        return response
+
+
+@pytest.fixture
+async def registry(docker_engine: None) -> AsyncIterator[Registry]:
+    served = Registry()
+    await served.start()
+    try:
+        yield served
+    finally:
+        await served.stop()
+        images = docker("images", "-q", f"{served.address}/*/*").split()
+        if images:
+            docker("rmi", "-f", *set(images))
+
+
+async def test_create_pulls_a_missing_image_reporting_its_progress(
+        agent: Agent, registry: Registry) -> None:
+    image = f"{registry.address}/corral-e2e/payload:1"
+    state = await agent.ok("instance.create", container=spec(image=image), registryAuth=None)
+    assert state["status"] == "created" and state["image"] == image
+    progress = [m for m in agent.sent if isinstance(m, protocol.Progress)]
+    pulling = [m for m in progress if m.message.startswith(f"pulling {image}")]
+    assert pulling[0].message == f"pulling {image}" and pulling[0].progress == 0
+    percents = [m.progress for m in pulling[1:]]
+    assert percents == sorted(percents) and percents[-1] == 90  # 100 % of the pull's share
+    assert pulling[-1].message == f"pulling {image}: 100%"
+    assert any(0 < p < 90 for p in percents if p is not None), percents  # a real download
+    assert progress[-1].message == f"creating container from {image}"
+
+
+async def test_a_private_registry_wants_the_registry_auth(
+        agent: Agent, registry: Registry) -> None:
+    registry.credentials = ("bob", "s3cret")
+    image = f"{registry.address}/private/payload:1"
+    reply = await agent.call("instance.create", container=spec(image=image), registryAuth=None)
+    assert reply.error is not None and reply.error.code is ErrorCode.RUNTIME_ERROR
+    assert reply.error.message.startswith(
+        f"Registry {registry.address} refused to let this host pull image {image}: "
+        "no credentials were given for it")
+
+    wrong = {"username": "bob", "password": "guess", "serveraddress": registry.address}
+    reply = await agent.call("instance.create", container=spec(image=image), registryAuth=wrong)
+    assert reply.error is not None
+    assert "the credentials given for it were refused" in reply.error.message
+    assert "guess" not in reply.error.message
+
+    right = {"username": "bob", "password": "s3cret", "serveraddress": registry.address}
+    state = await agent.ok("instance.create", container=spec(image=image), registryAuth=right)
+    assert state["image"] == image
