@@ -23,6 +23,7 @@ from server.api.handlers import SERVICES
 from server.api.validation import check_body
 from server.api.web import json_response, origin, read_json
 from server.resources.hosts import HOST
+from server.resources.volumes import create_local_pool
 from server.security import digest, new_access_key, new_secret_key
 from server.store import Condition, Conflict, NewRecord, Query, Record, Store
 from shared.ids import format_id
@@ -57,9 +58,11 @@ async def _host_for_key(store: Store, project_id: int, key_hash: str) -> Record:
     host = await store.get_by_lookup("host", key_hash)
     if host is None:
         try:
-            return await store.create(NewRecord(
+            host = await store.create(NewRecord(
                 type="host", kind="docker", state="registering", project_id=project_id,
                 lookup_key=key_hash, data={"agentState": AgentState.REGISTERING.value}))
+            await create_local_pool(store, host)
+            return host
         except Conflict:  # the same host registering twice at once
             host = await store.get_by_lookup("host", key_hash)
             assert host is not None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from server.api.errors import Unavailable, invalid
 from server.api.types import now_ms
+from server.resources.volumes import record_mounts, release_mounts
 from server.store import Condition, Query, Record
 from shared import protocol
 from shared.errors import HostNotConnected, InstructionError
@@ -153,6 +154,7 @@ class InstanceEngine:
         summary = await self._call(record, "instance.create",
                                    {"container": record.data["spec"], "registryAuth": auth},
                                    timeout=CREATE_TIMEOUT)
+        await record_mounts(self._services.store, record, summary.get("mounts") or [])
         if record.data.get("startOnCreate", True):
             await self._services.store.update(record.id, {"state": "starting"},
                                               summary_fields(summary))
@@ -187,6 +189,7 @@ class InstanceEngine:
         await self._services.store.update(record.id, {
             "state": "removed", "removed": now_ms(), "transitioning": "no",
             "transitioning_message": None, "transitioning_progress": None})
+        await release_mounts(self._services.store, record, volumes_removed=True)
 
     async def _purge(self, record: Record) -> None:
         await self._services.store.update(record.id, {

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from server.api.types import now_ms
 from server.engine.instances import resting_state, summary_fields
 from server.engine.placement import list_all
+from server.resources.volumes import release_mounts
 from server.store import Condition, NewRecord, Query, Record
 from shared import protocol
 from shared.errors import InstructionError
@@ -61,6 +62,7 @@ class Reconciler:
         if event.event == "destroy":
             await self._services.store.update(record.id, {"state": "removed",
                                                           "removed": now_ms()})
+            await release_mounts(self._services.store, record, volumes_removed=False)
             return
         await self._apply(record, summary)
 
@@ -117,6 +119,7 @@ class Reconciler:
             if record.data.get("externalId"):
                 log.info("container %s vanished from its host", record.uuid)
                 await store.update(record.id, {"state": "removed", "removed": now_ms()})
+                await release_mounts(store, record, volumes_removed=False)
         await self._services.instances.resume(host_id)
 
     def _remove_leftover(self, host_id: int, record: Record) -> None:

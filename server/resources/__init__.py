@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from server.api.types import TypeRegistry
-from server.resources import accounts, containers, credentials, hosts, registries
+from server.resources import (
+    accounts,
+    containers,
+    credentials,
+    hosts,
+    registries,
+    volumes,
+)
 
 
 def build_types() -> TypeRegistry:
     registry = TypeRegistry()
     for rtype in [*accounts.types(), *credentials.types(), *hosts.types(),
-                  *containers.types(), *registries.types()]:
+                  *containers.types(), *registries.types(), *volumes.types()]:
         registry.add(rtype)
     for schema in [hosts.HOST_INSPECTION, *containers.EMBEDDED]:
         registry.add_embedded(schema)

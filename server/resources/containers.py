@@ -13,7 +13,8 @@ from server.api.errors import invalid
 from server.api.schema import Action, Field, Schema, Scope
 from server.api.types import ResourceType
 from server.engine.placement import place_container
-from server.resources.container_spec import build_spec
+from server.resources.container_spec import build_spec, volume_names
+from server.resources.volumes import named_volume_hosts
 from server.store import Condition, Conflict, NewRecord, Query, Record
 from shared.ids import format_id, parse_id
 
@@ -118,7 +119,11 @@ class ContainerType(ResourceType):
             await self._check_unique_name(ctx, project_id, name)
         spec = build_spec(values, uuid=container_uuid, name=name)
         spec["volumesFrom"] = await self._docker_ids(ctx, project_id, spec["volumesFrom"])
-        host = await place_container(ctx.services, project_id, values, spec)
+        names = volume_names(spec)
+        required = await named_volume_hosts(ctx.services.store, project_id, names) \
+            if names else None
+        host = await place_container(ctx.services, project_id, values, spec,
+                                     required_host_ids=required or None)
         for port in spec["ports"]:
             port["hostIp"] = port["hostIp"] or host.data.get("agentIpAddress")
         data = {k: v for k, v in values.items() if k not in ("name", "description")}

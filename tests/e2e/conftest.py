@@ -56,3 +56,63 @@ def second_host(docker_engine: None) -> Iterator[ExtraHost]:
                        docker_host=values["DOCKER_HOST"])
     finally:
         subprocess.run(["bash", str(script), "down", "h2"], capture_output=True, timeout=120)
+
+
+@dataclass(frozen=True)
+class PrivateRegistry:
+    address: str        # host:port, as Docker names it
+    username: str
+    password: str
+    image: str          # an image pushed there, removed from the local engine
+
+
+@pytest.fixture
+def private_registry(docker_engine: None, tmp_path: Path) -> Iterator[PrivateRegistry]:
+    """Distribution's registry on loopback with htpasswd auth, holding the test image."""
+    from tests.support.processes import free_port
+    from tests.support.timing import wait_for
+
+    port = free_port()
+    root = tmp_path / "registry"
+    root.mkdir()
+    htpasswd = subprocess.run(["htpasswd", "-Bbn", "alice", "s3cret pass"], check=True,
+                              capture_output=True, text=True).stdout
+    (root / "htpasswd").write_text(htpasswd)
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n"
+        f"auth: {{htpasswd: {{realm: test, path: {root / 'htpasswd'}}}}}\n")
+    log = (root / "log").open("wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
+                            stdout=log, stderr=subprocess.STDOUT)
+    address = f"localhost:{port}"
+    image = f"{address}/team/busybox:1"
+    try:
+        def up() -> bool:
+            import urllib.error
+            import urllib.request
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            except urllib.error.HTTPError as exc:
+                return exc.code == 401
+            except OSError:
+                return False
+            return True
+
+        wait_for(up, 15, "the registry to answer")
+        subprocess.run(["docker", "login", "-u", "alice", "--password-stdin", address],
+                       input="s3cret pass", check=True, capture_output=True, text=True)
+        try:
+            subprocess.run(["docker", "tag", "corral-test/busybox:latest", image], check=True)
+            subprocess.run(["docker", "push", image], check=True, capture_output=True)
+        finally:
+            subprocess.run(["docker", "logout", address], capture_output=True)
+        subprocess.run(["docker", "rmi", image], check=True, capture_output=True)
+        yield PrivateRegistry(address=address, username="alice", password="s3cret pass",
+                              image=image)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import docker.types
 import pytest
 
 from agent import events
@@ -165,6 +166,21 @@ def test_create_params_puts_every_field_of_a_full_spec_in_its_docker_kwarg() -> 
             "volume_driver": "local",
         },
     }
+
+
+def test_the_servers_golden_spec_becomes_arguments_docker_py_accepts() -> None:
+    """The server's normalised spec (its golden file) turns into a valid docker-py request."""
+    golden = json.loads((DATA.parent / "container_spec" / "full.json").read_text())
+    params = create_params(golden, None)
+    host_config = docker.types.HostConfig("1.41", **params.pop("host_config"))
+    params.pop("name")  # create_container sends it in the URL, not in the config
+    config = docker.types.ContainerConfig("1.41", host_config=host_config, **params)
+    assert config["Labels"][UUID_LABEL] == golden["uuid"]
+    assert host_config["PortBindings"]["9100/tcp"] == [{"HostIp": "10.0.0.5", "HostPort": "9100"}]
+    assert host_config["Binds"] == ["/srv/shop/static:/app/static:ro",
+                                    "shop-media:/app/media:rw,z"]
+    assert config["Volumes"] == {"/tmp/cache": {}}
+    assert [u["Name"] for u in host_config["Ulimits"]] == ["nofile", "nproc"]
 
 
 def test_create_params_of_a_minimal_spec_leave_docker_its_defaults() -> None:

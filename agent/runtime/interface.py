@@ -1,0 +1,127 @@
+"""The container runtime interface: what the agent asks of a container engine, and its errors.
+
+Exception tree::
+
+    InstructionError (shared.errors)   code RUNTIME_ERROR: the engine answered, with an error
+    │                                  (code NOT_FOUND for 404, CONFLICT for 409, TIMEOUT when an
+    │                                  answer took longer than the client timeout)
+    └── RuntimeUnavailable             code RUNTIME_UNAVAILABLE: the engine cannot be reached
+                                       (socket missing, connection refused, permission denied,
+                                       no connection in time, TLS handshake failed)
+
+Every call blocks: the caller runs it off the event loop with ``asyncio.to_thread``. Pulls are
+an exception to the codes above: every failure to pull an image (unknown image or tag,
+registry unreachable, credentials refused) is an InstructionError with code RUNTIME_ERROR naming
+the image and carrying Docker's own explanation, so that ``notFound`` keeps meaning "no such
+container" in instance replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from shared.errors import ErrorCode, InstructionError
+
+OnPullProgress = Callable[[str, int | None], None]
+"""Called during a pull with its phase (resolving, downloading, extracting, complete) and
+overall percentage (None until the layers are known)."""
+
+
+class RuntimeUnavailable(InstructionError):
+    """The container engine could not be reached; the message says where and why."""
+
+    code = ErrorCode.RUNTIME_UNAVAILABLE
+
+
+class ContainerRuntime(Protocol):
+    """What the agent needs from a container engine. Every method blocks."""
+
+    def version(self) -> dict[str, Any]:
+        """The engine's version (``docker version``: Version, ApiVersion, Os, Arch, ...)."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """The engine's system information (``docker info``)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and end open event streams; further calls fail. Safe twice."""
+        ...
+
+    def find_container(self, uuid: str) -> dict[str, Any] | None:
+        """The inspect answer of the container labelled with ``uuid``, or None."""
+        ...
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        """``docker inspect`` of a container (NOT_FOUND if there is none)."""
+        ...
+
+    def list_containers(self) -> list[dict[str, Any]]:
+        """The inspect answers of every container, running or not, managed or not."""
+        ...
+
+    def image_present(self, ref: str) -> bool:
+        """Whether the engine has the image ``ref`` locally."""
+        ...
+
+    def pull(self, ref: str, auth: Mapping[str, Any] | None,
+             on_progress: OnPullProgress) -> None:
+        """Pull ``ref`` (with ``auth`` = {username, password, serveraddress} if given)."""
+        ...
+
+    def create_container(self, params: Mapping[str, Any]) -> str:
+        """Create a container from :func:`agent.containers.create_params`; its docker id."""
+        ...
+
+    def start(self, container_id: str) -> None:
+        """Start a container (nothing happens if it runs)."""
+        ...
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        """Stop a container: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        ...
+
+    def restart(self, container_id: str, timeout: float) -> None:
+        """Stop (as :meth:`stop`) and start a container."""
+        ...
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL a running container (CONFLICT if it does not run)."""
+        ...
+
+    def unpause(self, container_id: str) -> None:
+        """Resume a paused container."""
+        ...
+
+    def remove_container(self, container_id: str, volumes: bool, force: bool) -> None:
+        """Remove a container; ``volumes`` also removes its anonymous volumes, ``force`` kills
+        it first if it runs."""
+        ...
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume (NOT_FOUND if there is none, CONFLICT if a container uses it)."""
+        ...
+
+    def volume(self, name: str) -> dict[str, Any] | None:
+        """``docker volume inspect``, or None if there is no such volume."""
+        ...
+
+    def events(self, since: float | None) -> EventStream:
+        """The engine's container events from ``since`` (a Unix time; None: from now on)."""
+        ...
+
+
+class EventStream(Protocol):
+    """A blocking iterator of decoded engine events.
+
+    ``close()`` may be called from any thread: it ends the iteration at once, also for a thread
+    blocked waiting for the next event. The iteration also ends when the engine closes the stream
+    (a daemon restart); it raises InstructionError when the engine fails.
+    """
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def __next__(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...

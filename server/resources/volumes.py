@@ -1,0 +1,192 @@
+"""Volumes and storage pools. Each host has one local storage pool, made when it registers;
+a volume record stands for each named or anonymous Docker volume a container mounts. A named
+volume outlives its containers; removing the volume deletes it on its host."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from server.api.context import RequestContext
+from server.api.errors import Unavailable, invalid
+from server.api.schema import Action, Field, Schema, Scope
+from server.api.types import ResourceType, Transition, now_ms
+from server.store import Condition, NewRecord, Query, Record, Store
+from shared.errors import HostNotConnected, InstructionError
+from shared.ids import format_id
+
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+STORAGE_POOL = Schema(
+    id="storagePool",
+    scope=Scope.PROJECT,
+    fields={"hostIds": Field(type="array[reference[host]]", filterable=False),
+            "driverName": Field(), "volumeAccessMode": Field()},
+    states=("active", "removed"),
+    collection_methods=("GET",), resource_methods=("GET",),
+)
+
+VOLUME = Schema(
+    id="volume",
+    scope=Scope.PROJECT,
+    fields={
+        "name": Field(create=True, required=True, nullable=False, max_length=255),
+        "driver": Field(create=True, default="local"),
+        "driverOpts": Field(type="map[string]", create=True, filterable=False),
+        "hostId": Field(type="reference[host]"),
+        "storagePoolId": Field(type="reference[storagePool]"),
+        "externalId": Field(),
+        "mounts": Field(type="json", filterable=False),
+        "anonymous": Field(type="boolean"),
+    },
+    states=("inactive", "active", "removed", "purged"),
+    actions={"remove": Action(frozenset({"inactive", "active"})),
+             "purge": Action(frozenset({"removed"}))},
+    collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
+)
+
+
+async def create_local_pool(store: Store, host: Record) -> Record:
+    """The host's local storage pool (one per host)."""
+    existing = await store.list(Query(types=["storagePool"], project_id=host.project_id,
+                                      limit=1, conditions=[
+                                          Condition("hostId", "eq", host.id, "int")]))
+    if existing:
+        return existing[0]
+    return await store.create(NewRecord(
+        type="storagePool", kind="docker", state="active", name="local",
+        project_id=host.project_id,
+        data={"hostId": host.id, "hostIds": [host.id], "driverName": "local",
+              "volumeAccessMode": "singleHostRW"}))
+
+
+async def named_volume_hosts(store: Store, project_id: int, names: list[str]) -> frozenset[str]:
+    """Hosts holding existing local volumes with these names (a container must go there)."""
+    hosts: set[str] = set()
+    for name in names:
+        for volume in await store.list(Query(types=["volume"], project_id=project_id, limit=10,
+                                             conditions=[Condition("name", "eq", name),
+                                                         Condition("removed", "null")])):
+            host_id = volume.data.get("hostId")
+            if isinstance(host_id, int) and volume.data.get("driver", "local") == "local":
+                hosts.add(format_id("1h", host_id))
+    return frozenset(hosts)
+
+
+async def record_mounts(store: Store, container: Record, mounts: list[dict[str, Any]]) -> None:
+    """Make sure a volume record exists for each Docker volume the container mounts."""
+    host_id = container.data.get("hostId")
+    if not isinstance(host_id, int) or container.project_id is None:
+        return
+    for mount in mounts:
+        if mount.get("type") != "volume" or not mount.get("name"):
+            continue
+        name = str(mount["name"])
+        found = await store.list(Query(types=["volume"], project_id=container.project_id,
+                                       limit=1, conditions=[
+                                           Condition("name", "eq", name),
+                                           Condition("hostId", "eq", host_id, "int"),
+                                           Condition("removed", "null")]))
+        entry = {"instanceId": container.id, "path": mount.get("destination")}
+        if found:
+            volume = found[0]
+            others = [m for m in volume.data.get("mounts") or []
+                      if m.get("instanceId") != container.id]
+            await store.update(volume.id, {"state": "active"}, {"mounts": [*others, entry]})
+            continue
+        pools = await store.list(Query(types=["storagePool"], project_id=container.project_id,
+                                       limit=1, conditions=[
+                                           Condition("hostId", "eq", host_id, "int")]))
+        await store.create(NewRecord(
+            type="volume", kind="volume", state="active", name=name,
+            project_id=container.project_id,
+            data={"driver": mount.get("driver") or "local", "hostId": host_id,
+                  "storagePoolId": pools[0].id if pools else None, "externalId": name,
+                  "mounts": [entry], "anonymous": bool(mount.get("anonymous"))}))
+
+
+async def release_mounts(store: Store, container: Record, volumes_removed: bool) -> None:
+    """The container is gone; with ``volumes_removed`` its anonymous volumes went with it.
+
+    Named volumes always stay. A container removed behind Corral's back may have left its
+    anonymous volumes on the host, so their records stay too.
+    """
+    volumes = await store.list(Query(types=["volume"], project_id=container.project_id,
+                                     limit=1000, conditions=[Condition("removed", "null")]))
+    for volume in volumes:
+        mounts = volume.data.get("mounts") or []
+        if not any(m.get("instanceId") == container.id for m in mounts):
+            continue
+        left = [m for m in mounts if m.get("instanceId") != container.id]
+        if volumes_removed and volume.data.get("anonymous") and not left:
+            await store.update(volume.id, {"state": "removed", "removed": now_ms()},
+                               {"mounts": left})
+        else:
+            await store.update(volume.id, {}, {"mounts": left})
+
+
+VOLUME_TRANSITIONS = {
+    "remove": Transition(frozenset({"inactive", "active"}), "removed"),
+    "purge": Transition(frozenset({"removed"}), "purged"),
+}
+
+
+class VolumeType(ResourceType):
+    initial_state = "inactive"
+    transitions = VOLUME_TRANSITIONS
+
+    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
+        if not _NAME.match(values["name"]):
+            raise invalid("InvalidFormat", "name", "a volume name is letters, digits, and "
+                          "_ . - after the first character")
+        project_id, _ = self.owner(ctx)
+        same = await ctx.services.store.list(Query(types=["volume"], project_id=project_id,
+                                                   limit=1, conditions=[
+                                                       Condition("name", "eq", values["name"]),
+                                                       Condition("removed", "null")]))
+        if same:
+            raise invalid("NotUnique", "name", f"a volume named {values['name']!r} exists")
+        return await super().create(ctx, values)
+
+    async def perform(self, ctx: RequestContext, record: Record, name: str,
+                      values: dict[str, Any]) -> Record | dict[str, Any]:
+        if name == "remove":
+            await self._remove_on_host(ctx, record)
+        return await super().perform(ctx, record, name, values)
+
+    async def _remove_on_host(self, ctx: RequestContext, record: Record) -> None:
+        users = [m for m in record.data.get("mounts") or []]
+        for mount in users:
+            container = await ctx.services.store.get(int(mount["instanceId"]))
+            if container is not None and container.removed is None:
+                raise invalid("InvalidState", None,
+                              f"volume {record.name} is in use by container "
+                              f"{format_id('1i', container.id)}; remove that first")
+        host_id = record.data.get("hostId")
+        if not isinstance(host_id, int):
+            return  # never materialised on a host
+        try:
+            await ctx.services.hub.call(host_id, "volume.remove", "volume",
+                                        format_id(self.schema.id_prefix, record.id),
+                                        {"name": record.data.get("externalId") or record.name})
+        except HostNotConnected as exc:
+            raise Unavailable(str(exc), code="HostNotConnected") from exc
+        except InstructionError as exc:
+            raise invalid("InstructionFailed", None, str(exc)) from exc
+
+    def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
+        host_id, pool_id = record.data.get("hostId"), record.data.get("storagePoolId")
+        return {"hostId": format_id("1h", host_id) if isinstance(host_id, int) else None,
+                "storagePoolId": format_id("1sp", pool_id) if isinstance(pool_id, int)
+                else None,
+                "mounts": [{"instanceId": format_id("1i", int(m["instanceId"])),
+                            "path": m.get("path")} for m in record.data.get("mounts") or []]}
+
+
+class StoragePoolType(ResourceType):
+    def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
+        return {"hostIds": [format_id("1h", h) for h in record.data.get("hostIds") or []]}
+
+
+def types() -> list[ResourceType]:
+    return [VolumeType(VOLUME), StoragePoolType(STORAGE_POOL)]
