@@ -13,6 +13,7 @@ A spec that cannot be turned into a container raises InstructionError with code 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "state_summary",
 ]
 
+_ANONYMOUS = re.compile(r"[0-9a-f]{64}")
 UUID_LABEL = "io.rancher.container.uuid"
 MANAGED_LABEL = "io.corral.managed"
 _NEVER = "0001-01-01T00:00:00Z"
@@ -158,7 +160,23 @@ def state_summary(inspect: Mapping[str, Any]) -> dict[str, Any]:
         "startedAt": _timestamp(state.get("StartedAt")),
         "finishedAt": _timestamp(state.get("FinishedAt")),
         "labels": labels,
+        "mounts": _mounts(inspect.get("Mounts") or []),
     }
+
+
+def _mounts(mounts: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Volumes and binds as the server records them; Docker names anonymous volumes by a
+    64-hex id."""
+    out = []
+    for mount in mounts:
+        name = mount.get("Name")
+        out.append({
+            "type": mount.get("Type"), "name": name, "source": mount.get("Source"),
+            "destination": mount.get("Destination"), "driver": mount.get("Driver"),
+            "mode": mount.get("Mode"),
+            "anonymous": bool(name and _ANONYMOUS.fullmatch(str(name))),
+        })
+    return out
 
 
 class PullProgress:

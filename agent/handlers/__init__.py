@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.dispatcher import Handler
-from agent.handlers import host, instances
+from agent.handlers import host, instances, volumes
 
 HANDLERS: Mapping[str, Handler] = {
     "host.inspect": host.inspect,
@@ -15,4 +15,5 @@ HANDLERS: Mapping[str, Handler] = {
     "instance.restart": instances.restart,
     "instance.remove": instances.remove,
     "instance.inspect": instances.inspect,
+    "volume.remove": volumes.remove,
 }

@@ -59,6 +59,11 @@ class Cluster:
             stop(proc)
         for docker_host in docker_hosts:
             remove_labelled(f"corral.test={self.run_label}", docker_host)
+            # Tests name their volumes after the run label.
+            names = docker("volume", "ls", "-q", "--filter", f"name={self.run_label}",
+                           docker_host=docker_host).split()
+            if names:
+                docker("volume", "rm", "-f", *names, docker_host=docker_host)
 
 
 def docker(*args: str, docker_host: str | None = None) -> str:

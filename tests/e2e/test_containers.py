@@ -193,3 +193,40 @@ def test_cattle_sees_container_schema_and_actions_per_state(cluster: Cluster) ->
     stopped = api.wait_success(container.stop(timeout=0))
     assert set(stopped.actions.__dict__) == {"start", "remove", "update", "setlabels", "logs"}
     subprocess.run(["true"], check=True)
+
+
+def test_named_volumes_outlive_their_containers_and_are_deleted_with_their_record(
+        cluster: Cluster) -> None:
+    api = cluster.client()
+    name = f"vol-{cluster.run_label}"
+    container = api.wait_success(api.create_container(
+        imageUuid=f"docker:{IMAGE}", command=SLEEPER, dataVolumes=[f"{name}:/data", "/scratch"],
+        labels=cluster.labels()))
+    volumes = {v.name: v for v in api.list_volume(removed_null=True)}
+    named = volumes[name]
+    assert named.state == "active" and named.hostId == container.hostId
+    assert [m.instanceId for m in named.mounts] == [container.id]
+    anonymous = [v for v in volumes.values() if v.anonymous]
+    assert len(anonymous) == 1 and anonymous[0].mounts[0].path == "/scratch"
+    pools = list(api.list_storage_pool())
+    assert named.storagePoolId == pools[0].id and pools[0].hostIds == [container.hostId]
+
+    with pytest.raises(gdapi.ApiError) as busy:
+        api.delete(named)
+    assert busy.value.error.status == 422 and container.id in busy.value.error.message
+
+    api.wait_success(api.delete(container))
+    assert api.reload(named).state == "active" and api.reload(named).mounts == []
+    assert docker("volume", "ls", "-q", "--filter", f"name=^{name}$") == name
+    assert api.reload(anonymous[0]).state == "removed"
+
+    again = api.wait_success(api.create_container(
+        imageUuid=f"docker:{IMAGE}", command=["sh", "-c", "ls /data; sleep 3600"],
+        dataVolumes=[f"{name}:/data"], labels=cluster.labels()))
+    assert again.hostId == container.hostId
+    api.wait_success(api.delete(again))
+
+    removed = api.wait_success(api.delete(named))
+    assert removed.state == "removed"
+    assert docker("volume", "ls", "-q", "--filter", f"name=^{name}$") == ""
+    assert api.wait_success(removed.purge()).state == "purged"

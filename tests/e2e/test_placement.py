@@ -76,3 +76,23 @@ def test_placement_spreads_and_honours_requests_affinity_and_ports(
     with pytest.raises(Exception) as error:
         api.create_container(imageUuid=f"docker:{IMAGE}", command=HTTPD, ports=[f"{port}:80"])
     assert "port" in str(error.value)
+
+
+def test_container_using_a_host_local_volume_lands_on_that_volumes_host(
+        two_hosts: tuple[Cluster, dict[str, str]]) -> None:
+    cluster, hosts = two_hosts
+    api = cluster.client()
+    volume = f"data-{cluster.run_label}"
+    first = api.wait_success(api.create_container(
+        imageUuid=f"docker:{IMAGE}", command=SLEEPER, requestedHostId=hosts["b"],
+        dataVolumes=[f"{volume}:/data"], labels=cluster.labels()))
+    assert first.hostId == hosts["b"]
+    for _ in range(3):  # spreading alone would send some of these to the other host
+        follower = api.wait_success(api.create_container(
+            imageUuid=f"docker:{IMAGE}", command=SLEEPER, dataVolumes=[f"{volume}:/data"],
+            labels=cluster.labels()))
+        assert follower.hostId == hosts["b"]
+    with pytest.raises(Exception) as error:
+        api.create_container(imageUuid=f"docker:{IMAGE}", requestedHostId=hosts["a"],
+                             dataVolumes=[f"{volume}:/data"])
+    assert hosts["a"] in str(error.value)

@@ -237,6 +237,9 @@ def inspect_running() -> dict[str, Any]:
     return data
 
 
+ANONYMOUS = "4c2ff3daa25f697dd0d3820590a3aa489c1ce5309ed952ce91d4b093949411ae"
+
+
 def test_state_summary_of_a_real_running_container() -> None:
     assert state_summary(inspect_running()) == {
         "uuid": "c0ffee00-0000-4000-8000-000000000001",
@@ -255,7 +258,25 @@ def test_state_summary_of_a_real_running_container() -> None:
         "finishedAt": None,
         "labels": {MANAGED_LABEL: "true", UUID_LABEL: "c0ffee00-0000-4000-8000-000000000001",
                    "tier": "web"},
+        "mounts": [{"type": "volume", "name": ANONYMOUS, "source":
+                    f"/var/lib/docker/volumes/{ANONYMOUS}/_data", "destination": "/data",
+                    "driver": "local", "mode": "", "anonymous": True}],
     }
+
+
+def test_state_summary_tells_named_and_anonymous_volumes_and_binds_apart() -> None:
+    inspect = inspect_running()
+    inspect["Mounts"] = [
+        {"Type": "volume", "Name": "data", "Source": "/var/lib/docker/volumes/data/_data",
+         "Destination": "/data", "Driver": "local", "Mode": "z", "RW": True},
+        {"Type": "volume", "Name": "9" * 64, "Source": "/var/lib/docker/volumes/x/_data",
+         "Destination": "/cache", "Driver": "local", "Mode": "", "RW": True},
+        {"Type": "bind", "Source": "/srv", "Destination": "/srv", "Mode": "ro", "RW": False},
+    ]
+    mounts = state_summary(inspect)["mounts"]
+    assert [(m["type"], m["name"], m["destination"], m["anonymous"]) for m in mounts] == [
+        ("volume", "data", "/data", False), ("volume", "9" * 64, "/cache", True),
+        ("bind", None, "/srv", False)]
 
 
 def test_state_summary_of_a_stopped_container_on_a_user_network() -> None:
