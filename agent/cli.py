@@ -16,7 +16,7 @@ from pathlib import Path
 from agent.connection import AgentConnection, AgentExit
 from agent.dispatcher import Dispatcher
 from agent.facts import FactsSource
-from agent.handlers import HANDLERS
+from agent.handlers import HANDLERS, STREAMING
 from agent.host_facts import parse_labels
 from agent.registration import RegistrationError, parse_registration_url, register
 from agent.runtime import DockerRuntime
@@ -106,7 +106,7 @@ async def run(config: AgentConfig) -> None:
     runtime = DockerRuntime.from_env(config.docker_env)
     try:
         facts = FactsSource(runtime, labels, config.agent_ip or credentials.agent_ip)
-        dispatcher = Dispatcher(HANDLERS, runtime, facts)
+        dispatcher = Dispatcher(HANDLERS, runtime, facts, streaming=STREAMING)
         connection = AgentConnection(credentials, facts, dispatcher, runtime)
         main = asyncio.current_task()
         assert main is not None

@@ -115,7 +115,10 @@ class AgentConnection:
 
     async def _send(self, ws: ClientConnection, message: protocol.AgentMessage) -> None:
         text = protocol.dump(message)
-        log.debug("sent %s", redact(text[:2000]))
+        if isinstance(message, protocol.StreamData):
+            log.debug("sent streamData (%d bytes)", len(message.data))
+        else:
+            log.debug("sent %s", redact(text[:2000]))
         with contextlib.suppress(ConnectionClosed):
             await ws.send(text)
 
@@ -138,12 +141,18 @@ class AgentConnection:
             # wrongly tell it every container is gone.
             log.warning("no container inventory sent: %s", exc)
         async for text in ws:
-            log.debug("received %s", redact(str(text)[:2000]))
             message = protocol.parse(text)
-            if isinstance(message, protocol.Request):
-                self._spawn(self._dispatcher.handle(message, lambda m: self._send(ws, m)))
+            if isinstance(message, protocol.StreamData):  # may carry what a user types
+                log.debug("received streamData (%d bytes)", len(message.data))
             else:
-                log.warning("ignored a %s message the server should not send", message.type)
+                log.debug("received %s", redact(str(text)[:2000]))
+            match message:
+                case protocol.Request():
+                    self._spawn(self._dispatcher.handle(message, lambda m: self._send(ws, m)))
+                case protocol.StreamData() | protocol.StreamResize() | protocol.StreamClose():
+                    self._dispatcher.deliver(message)
+                case _:
+                    log.warning("ignored a %s message the server should not send", message.type)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

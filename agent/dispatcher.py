@@ -18,6 +18,7 @@ from shared.errors import ErrorCode, InstructionError
 log = logging.getLogger("corral.agent")
 
 Send = Callable[[protocol.AgentMessage], Awaitable[None]]
+StreamInput = protocol.StreamData | protocol.StreamResize | protocol.StreamClose
 
 
 @dataclass
@@ -28,6 +29,8 @@ class InstructionContext:
     runtime: ContainerRuntime
     facts: FactsSource
     send: Send
+    # What the server sends on an open stream (input, resize, close), for stream handlers.
+    inbox: asyncio.Queue[StreamInput] = field(default_factory=asyncio.Queue)
 
     async def progress(self, message: str, percent: int | None = None) -> None:
         await self.send(protocol.Progress(request_id=self.request.id, message=message,
@@ -45,15 +48,29 @@ class _KeyLock:
 
 class Dispatcher:
     def __init__(self, handlers: Mapping[str, Handler], runtime: ContainerRuntime,
-                 facts: FactsSource, max_concurrent: int = 32) -> None:
+                 facts: FactsSource, max_concurrent: int = 32,
+                 streaming: frozenset[str] = frozenset()) -> None:
         self._handlers = handlers
+        # Streams (logs, exec) last as long as someone watches: they take no per-resource
+        # turn and no timeout, and get what the server sends on them through their inbox.
+        self._streaming = streaming
+        self._inboxes: dict[str, asyncio.Queue[StreamInput]] = {}
         self._runtime = runtime
         self._facts = facts
         self._slots = asyncio.Semaphore(max_concurrent)
         self._locks: dict[str, _KeyLock] = {}
 
+    def deliver(self, message: StreamInput) -> None:
+        """Hand stream input to the running stream it names; ignore it for a finished one."""
+        inbox = self._inboxes.get(message.stream_id)
+        if inbox is not None:
+            inbox.put_nowait(message)
+
     async def handle(self, request: protocol.Request, send: Send) -> None:
         """Run one instruction and send its reply; never raises for the instruction's sake."""
+        if request.name in self._streaming:
+            await self._stream(request, send)
+            return
         started = time.monotonic()
         key = f"{request.resource_type}:{request.resource_id}"
         entry = self._locks.setdefault(key, _KeyLock())
@@ -71,15 +88,31 @@ class Dispatcher:
                  request.resource_id, outcome, elapsed)
         await send(reply)
 
-    async def _run(self, request: protocol.Request, send: Send) -> protocol.Reply:
+    async def _stream(self, request: protocol.Request, send: Send) -> None:
+        inbox: asyncio.Queue[StreamInput] = asyncio.Queue()
+        self._inboxes[request.id] = inbox
+        started = time.monotonic()
+        try:
+            reply = await self._run(request, send, inbox)
+        finally:
+            del self._inboxes[request.id]
+        log.info("stream %s %s %s ended after %.1f s", request.name, request.resource_type,
+                 request.resource_id, time.monotonic() - started)
+        await send(reply)
+
+    async def _run(self, request: protocol.Request, send: Send,
+                   inbox: asyncio.Queue[StreamInput] | None = None) -> protocol.Reply:
+        """Run the handler; a stream (given its inbox) has no time limit."""
         handler = self._handlers.get(request.name)
+        limit = None if inbox is not None else request.timeout_ms / 1000
         try:
             if handler is None:
                 raise InstructionError(f"this agent does not know instruction "
                                        f"{request.name!r}; upgrade it",
                                        ErrorCode.UNKNOWN_INSTRUCTION)
-            ctx = InstructionContext(request, self._runtime, self._facts, send)
-            async with asyncio.timeout(request.timeout_ms / 1000):
+            ctx = InstructionContext(request, self._runtime, self._facts, send,
+                                     inbox or asyncio.Queue())
+            async with asyncio.timeout(limit):
                 data = await handler(ctx)
             return protocol.Reply(request_id=request.id, data=data)
         except InstructionError as exc:

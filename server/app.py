@@ -11,6 +11,7 @@ from aiohttp import web
 from server.agents.endpoint import agent_connect
 from server.agents.hub import AgentHub
 from server.agents.registration import register, script, wheel
+from server.agents.streams import StreamTickets, stream_socket
 from server.api.handlers import SERVICES, api, versions
 from server.api.web import api_middleware, json_response
 from server.bootstrap import banner, bootstrap
@@ -41,6 +42,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/register", register)
     app.router.add_get("/v1/scripts/{token}", script)
     app.router.add_get("/v1/scripts/{token}/{filename}", wheel)
+    app.router.add_get("/v1/stream", stream_socket)
     app.router.add_route("*", r"/{version:v1|v2-beta}{tail:(/.*)?}", api)
 
 
@@ -57,6 +59,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     services.instances = InstanceEngine(services)
     services.reconciler = Reconciler(services)
     services.registries = RegistryAuth(services)
+    services.streams = StreamTickets()
     app[SERVICES] = services
     first = await bootstrap(store, settings, server_key)
     if first is not None:

@@ -13,6 +13,7 @@ from server.store import Store
 
 if TYPE_CHECKING:
     from server.agents.hub import AgentHub
+    from server.agents.streams import StreamTickets
     from server.engine.instances import InstanceEngine
     from server.engine.reconcile import Reconciler
     from server.engine.registries import RegistryAuth
@@ -30,3 +31,4 @@ class Services:
     instances: InstanceEngine = field(init=False)
     reconciler: Reconciler = field(init=False)
     registries: RegistryAuth = field(init=False)
+    streams: StreamTickets = field(init=False)

@@ -125,8 +125,35 @@ class Inventory:
     type: Literal["inventory"] = "inventory"
 
 
-AgentMessage = Hello | Facts | Progress | Reply | ContainerEvent | Inventory
-ServerMessage = Welcome | Request
+@dataclass(frozen=True)
+class StreamData:
+    """Bytes of an open stream (logs, exec), base64-encoded; either direction."""
+
+    stream_id: str
+    data: str
+    type: Literal["streamData"] = "streamData"
+
+
+@dataclass(frozen=True)
+class StreamResize:
+    """The terminal of an exec stream changed size."""
+
+    stream_id: str
+    cols: int
+    rows: int
+    type: Literal["streamResize"] = "streamResize"
+
+
+@dataclass(frozen=True)
+class StreamClose:
+    """The server's end of a stream went away: stop it (the agent still replies)."""
+
+    stream_id: str
+    type: Literal["streamClose"] = "streamClose"
+
+
+AgentMessage = Hello | Facts | Progress | Reply | ContainerEvent | Inventory | StreamData
+ServerMessage = Welcome | Request | StreamData | StreamResize | StreamClose
 Message = AgentMessage | ServerMessage
 
 
@@ -218,6 +245,14 @@ def parse(text: str | bytes) -> Message:
             if not all(isinstance(c, dict) for c in containers):
                 raise ProtocolError("field 'containers' must be a list of objects")
             return Inventory(containers=containers)
+        case "streamData":
+            return StreamData(stream_id=_require(obj, "streamId", str),
+                              data=_require(obj, "data", str))
+        case "streamResize":
+            return StreamResize(stream_id=_require(obj, "streamId", str),
+                                cols=_require(obj, "cols", int), rows=_require(obj, "rows", int))
+        case "streamClose":
+            return StreamClose(stream_id=_require(obj, "streamId", str))
         case _:
             raise ProtocolError(f"unknown message type {kind!r}")
 
@@ -249,6 +284,12 @@ def dump(message: Message) -> str:
             obj = {"event": message.event, "container": message.container, "time": message.time}
         case Inventory():
             obj = {"containers": message.containers}
+        case StreamData():
+            obj = {"streamId": message.stream_id, "data": message.data}
+        case StreamResize():
+            obj = {"streamId": message.stream_id, "cols": message.cols, "rows": message.rows}
+        case StreamClose():
+            obj = {"streamId": message.stream_id}
         case _:
             assert_never(message)
     obj["type"] = message.type

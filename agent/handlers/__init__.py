@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.dispatcher import Handler
-from agent.handlers import host, instances, volumes
+from agent.handlers import host, instances, streams, volumes
 
 HANDLERS: Mapping[str, Handler] = {
     "host.inspect": host.inspect,
@@ -16,4 +16,9 @@ HANDLERS: Mapping[str, Handler] = {
     "instance.remove": instances.remove,
     "instance.inspect": instances.inspect,
     "volume.remove": volumes.remove,
+    "instance.logs": streams.logs,
+    "instance.exec": streams.execute,
 }
+
+# Instructions that stream until the server closes them (see Dispatcher).
+STREAMING = frozenset({"instance.logs", "instance.exec"})

@@ -50,7 +50,7 @@ async def create(ctx: InstructionContext) -> dict[str, Any]:
 async def start(ctx: InstructionContext) -> dict[str, Any]:
     """Make the container run. One that exits at once is still answered with its state: the
     server decides what an early exit means."""
-    inspect = await _require(ctx)
+    inspect = await require_container(ctx)
     status = _status(inspect)
     if status in ("running", "restarting"):
         return state_summary(inspect)
@@ -63,7 +63,7 @@ async def start(ctx: InstructionContext) -> dict[str, Any]:
 
 async def stop(ctx: InstructionContext) -> dict[str, Any]:
     """Stop the container (SIGTERM, SIGKILL after ``timeout`` s); a stopped one is left as is."""
-    inspect = await _require(ctx)
+    inspect = await require_container(ctx)
     if _status(inspect) not in _RUNNING:
         return state_summary(inspect)
     await asyncio.to_thread(ctx.runtime.stop, inspect["Id"], _timeout(ctx))
@@ -76,7 +76,7 @@ async def stop(ctx: InstructionContext) -> dict[str, Any]:
 
 async def restart(ctx: InstructionContext) -> dict[str, Any]:
     """Stop (as ``instance.stop``) and start the container; a stopped one is just started."""
-    inspect = await _require(ctx)
+    inspect = await require_container(ctx)
     await asyncio.to_thread(ctx.runtime.restart, inspect["Id"], _timeout(ctx))
     return state_summary(await _inspect(ctx, inspect["Id"]))
 
@@ -101,7 +101,7 @@ async def remove(ctx: InstructionContext) -> dict[str, Any]:
 
 async def inspect(ctx: InstructionContext) -> dict[str, Any]:
     """The container's state (``notFound`` if there is no such container)."""
-    return state_summary(await _require(ctx))
+    return state_summary(await require_container(ctx))
 
 
 def _uuid(ctx: InstructionContext) -> str:
@@ -127,7 +127,7 @@ def _status(inspect: Mapping[str, Any]) -> str | None:
     return str(status) if status is not None else None
 
 
-async def _require(ctx: InstructionContext) -> dict[str, Any]:
+async def require_container(ctx: InstructionContext) -> dict[str, Any]:
     uuid = _uuid(ctx)
     inspect = await asyncio.to_thread(ctx.runtime.find_container, uuid)
     if inspect is None:

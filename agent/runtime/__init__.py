@@ -8,8 +8,10 @@
 from agent.runtime.docker_engine import DockerRuntime
 from agent.runtime.docker_errors import DEFAULT_DOCKER_HOST, DEFAULT_TIMEOUT
 from agent.runtime.interface import (
+    ByteStream,
     ContainerRuntime,
     EventStream,
+    ExecSession,
     OnPullProgress,
     RuntimeUnavailable,
 )
@@ -17,9 +19,11 @@ from agent.runtime.interface import (
 __all__ = [
     "DEFAULT_DOCKER_HOST",
     "DEFAULT_TIMEOUT",
+    "ByteStream",
     "ContainerRuntime",
     "DockerRuntime",
     "EventStream",
+    "ExecSession",
     "OnPullProgress",
     "RuntimeUnavailable",
 ]

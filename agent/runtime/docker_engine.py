@@ -30,8 +30,11 @@ from agent.runtime.docker_errors import (
     registry_of,
     translate,
 )
+from agent.runtime.docker_streams import DockerExec, DockerLogStream
 from agent.runtime.interface import (
+    ByteStream,
     EventStream,
+    ExecSession,
     OnPullProgress,
     RuntimeUnavailable,
 )
@@ -199,6 +202,22 @@ class DockerRuntime:
             if exc.code is ErrorCode.NOT_FOUND:
                 return None
             raise
+
+    def logs(self, container_id: str, *, follow: bool, tail: int | None,
+             timestamps: bool) -> ByteStream:
+        raw = self._api(lambda api: api.logs(container_id, stdout=True, stderr=True,
+                                             stream=True, follow=follow, timestamps=timestamps,
+                                             tail="all" if tail is None else tail))
+        return DockerLogStream(raw, self.address, self._timeout)
+
+    def exec(self, container_id: str, command: list[str], *, tty: bool,
+             stdin: bool) -> ExecSession:
+        def start(api: Any) -> DockerExec:
+            created = api.exec_create(container_id, command, stdin=stdin, tty=tty)
+            sock = api.exec_start(created["Id"], tty=tty, socket=True)
+            return DockerExec(created["Id"], sock, tty, api, self._translated)
+
+        return self._api(start)
 
     def events(self, since: float | None) -> EventStream:
         # Docker reads "seconds.nanoseconds"; a float's repr could be "1e9" or lose the padding.

@@ -107,9 +107,47 @@ class ContainerRuntime(Protocol):
         """``docker volume inspect``, or None if there is no such volume."""
         ...
 
+    def logs(self, container_id: str, *, follow: bool, tail: int | None,
+             timestamps: bool) -> ByteStream:
+        """The container's output (stdout and stderr), from ``tail`` lines back."""
+        ...
+
+    def exec(self, container_id: str, command: list[str], *, tty: bool,
+             stdin: bool) -> ExecSession:
+        """Run ``command`` in the container, attached."""
+        ...
+
     def events(self, since: float | None) -> EventStream:
         """The engine's container events from ``since`` (a Unix time; None: from now on)."""
         ...
+
+
+class ByteStream(Protocol):
+    """A blocking iterator of output chunks; ``close()`` from any thread ends it."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def __next__(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class ExecSession(Protocol):
+    """A command running in a container, attached: blocking reads and writes."""
+
+    def read(self) -> bytes | None:
+        """The next output chunk, or None at the end."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close_input(self) -> None: ...
+
+    def resize(self, cols: int, rows: int) -> None: ...
+
+    def exit_code(self) -> int | None: ...
+
+    def close(self) -> None: ...
 
 
 class EventStream(Protocol):

@@ -17,7 +17,7 @@ from typing import Any
 
 from server.agents import liveness
 from server.agents.liveness import AgentState
-from server.agents.session import AgentSession, ProgressCallback
+from server.agents.session import AgentSession, ProgressCallback, ServerStream
 from server.config import Settings
 from server.resources import hosts
 from server.store import Store
@@ -131,6 +131,15 @@ class AgentHub:
                 f"host {hosts.HOST.id_prefix}{host_id} is {state}: its agent is not connected")
         return await session.call(name, resource_type, resource_id, data,
                                   timeout or self._settings.instruction_timeout, on_progress)
+
+    def open_stream(self, host_id: int, name: str, resource_type: str, resource_id: str,
+                    data: dict[str, Any]) -> ServerStream:
+        """Start a streaming instruction on the host; fail at once without a live session."""
+        session = self._sessions.get(host_id)
+        if session is None or not self.is_live(host_id):
+            raise HostNotConnected(
+                f"host {hosts.HOST.id_prefix}{host_id} is not connected: its agent is away")
+        return session.open_stream(name, resource_type, resource_id, data)
 
     # --- liveness -----------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ session ends, every pending instruction fails at once with HostNotConnected.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import time
@@ -40,6 +42,50 @@ class _Pending:
     name: str
 
 
+STREAM_BUFFER = 256  # chunks buffered for a slow reader before its stream is cut
+
+
+class ServerStream:
+    """An open stream to the agent (logs, exec): output chunks arrive in ``output`` (None at
+    the end); ``result`` is the agent's reply, which ends the stream."""
+
+    def __init__(self, session: AgentSession, request_id: str,
+                 result: asyncio.Future[dict[str, Any]]) -> None:
+        self.id = request_id
+        self.output: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_BUFFER + 1)
+        self.result = result
+        self._session = session
+        self._ended = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self._ended:
+            return
+        if self.output.qsize() >= STREAM_BUFFER:
+            self._session.log.warning("stream %s: its reader is too slow; cutting it", self.id)
+            self.close()
+            self.end()
+            return
+        self.output.put_nowait(chunk)
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.output.put_nowait(None)
+
+    def write(self, data: bytes) -> None:
+        self._session.send(protocol.StreamData(stream_id=self.id,
+                                               data=base64.b64encode(data).decode()))
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._session.send(protocol.StreamResize(stream_id=self.id, cols=cols, rows=rows))
+
+    def close(self) -> None:
+        """Tell the agent to stop the stream (its reply still comes)."""
+        if not self.result.done():
+            with contextlib.suppress(HostNotConnected):
+                self._session.send(protocol.StreamClose(stream_id=self.id))
+
+
 class SessionLog(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[host {self.extra['host'] if self.extra else '?'}] {msg}", kwargs
@@ -57,6 +103,7 @@ class AgentSession:
         self.last_ping = time.monotonic()
         self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self._pending: dict[str, _Pending] = {}
+        self._streams: dict[str, ServerStream] = {}
         self._on_report = on_report
         # Reports are handled in order by one task, so that slow handling (a large inventory)
         # never delays reading pongs and replies.
@@ -123,10 +170,38 @@ class AgentSession:
             self.log.info("%s on %s %s took %.0f ms", name, resource_type, resource_id,
                           (time.monotonic() - started) * 1000)
 
+    def open_stream(self, name: str, resource_type: str, resource_id: str,
+                    data: dict[str, Any]) -> ServerStream:
+        """Start a streaming instruction; it runs until either side closes it."""
+        request = protocol.Request(id=str(uuid.uuid4()), name=name, resource_type=resource_type,
+                                   resource_id=resource_id, data=data, timeout_ms=0)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        self._pending[request.id] = _Pending(future, None, name)
+        stream = ServerStream(self, request.id, future)
+        self._streams[request.id] = stream
+        try:
+            self.send(request)
+        except HostNotConnected:
+            self._pending.pop(request.id, None)
+            self._streams.pop(request.id, None)
+            raise
+        return stream
+
     async def _handle(self, message: protocol.Message) -> None:
         match message:
+            case protocol.StreamData():
+                stream = self._streams.get(message.stream_id)
+                if stream is not None:
+                    try:
+                        stream.feed(base64.b64decode(message.data, validate=True))
+                    except binascii.Error:
+                        raise ProtocolError("streamData must be base64") from None
             case protocol.Reply():
                 pending = self._pending.get(message.request_id)
+                stream = self._streams.pop(message.request_id, None)
+                if stream is not None:  # nobody waits in call() to clean a stream up
+                    self._pending.pop(message.request_id, None)
                 if pending is None or pending.future.done():
                     self.log.debug("late reply to %s ignored", message.request_id)
                 elif message.error is not None:
@@ -134,6 +209,8 @@ class AgentSession:
                         InstructionError(message.error.message, message.error.code))
                 else:
                     pending.future.set_result(message.data)
+                if stream is not None:
+                    stream.end()
             case protocol.Progress():
                 pending = self._pending.get(message.request_id)
                 if pending is not None and pending.on_progress is not None:
@@ -145,7 +222,8 @@ class AgentSession:
                     raise ProtocolError("too many reports queued; slow down") from None
             case protocol.Hello():
                 raise ProtocolError("hello may only be sent once, first")
-            case protocol.Welcome() | protocol.Request():
+            case protocol.Welcome() | protocol.Request() | protocol.StreamResize() | \
+                    protocol.StreamClose():
                 raise ProtocolError(f"agents may not send {message.type} messages")
 
     # --- the session --------------------------------------------------------------------
@@ -183,6 +261,9 @@ class AgentSession:
                     pending.future.set_exception(HostNotConnected(
                         f"host {self.public_host_id} disconnected during {pending.name}: "
                         f"{reason}"))
+            for stream in self._streams.values():
+                stream.end()
+            self._streams.clear()
             if self._closing is not None and not self.ws.closed:
                 await self.ws.close(code=self._closing[0], message=self._closing[1].encode())
             await self._drain_reports()

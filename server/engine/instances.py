@@ -210,4 +210,27 @@ class InstanceEngine:
 
     async def stream_action(self, ctx: RequestContext, record: Record, name: str,
                             values: dict[str, Any]) -> dict[str, Any]:
-        raise invalid("InvalidAction", "action", f"{name} is not available yet")
+        """A ticket for a websocket to the container's logs or to a command run in it."""
+        from server.agents.streams import Ticket
+
+        host_id = record.data.get("hostId")
+        if not isinstance(host_id, int) or not record.data.get("externalId"):
+            raise invalid("InvalidState", None, "the container was never created on a host")
+        if not self._services.hub.is_live(host_id):
+            raise Unavailable(f"host {format_id('1h', host_id)} is disconnected",
+                              code="HostNotConnected")
+        if name == "logs":
+            data = {"uuid": record.uuid, "follow": values.get("follow", True),
+                    "tail": values.get("lines", 100), "timestamps": values.get("timestamps")}
+            instruction = "instance.logs"
+        else:
+            data = {"uuid": record.uuid, "command": values["command"],
+                    "tty": values.get("tty", True),
+                    "attachStdin": values.get("attachStdin", True)}
+            instruction = "instance.exec"
+        token = self._services.streams.issue(Ticket(host_id=host_id, instruction=instruction,
+                                                    resource_id=format_id("1i", record.id),
+                                                    data=data))
+        ws_origin = ctx.version_url.rsplit("/", 1)[0].replace("http", "ws", 1)
+        return {"type": "hostAccess", "links": {}, "actions": {},
+                "url": f"{ws_origin}/v1/stream?token={token}", "token": token}

@@ -100,6 +100,20 @@ INSTANCE_STOP = Schema(id="instanceStop", scope=Scope.PROJECT, embedded=True, fi
     "timeout": Field(type="int", create=True, default=10, min=0, max=600),
     "remove": Field(type="boolean", create=True, default=False),
 })
+CONTAINER_LOGS = Schema(id="containerLogs", scope=Scope.PROJECT, embedded=True, fields={
+    "follow": Field(type="boolean", create=True, default=True),
+    "lines": Field(type="int", create=True, default=100, min=0),
+    "timestamps": Field(type="boolean", create=True, default=False),
+})
+CONTAINER_EXEC = Schema(id="containerExec", scope=Scope.PROJECT, embedded=True, fields={
+    "command": Field(type=_S, create=True, required=True, nullable=False),
+    "tty": Field(type="boolean", create=True, default=True),
+    "attachStdin": Field(type="boolean", create=True, default=True),
+    "attachStdout": Field(type="boolean", create=True, default=True),
+})
+HOST_ACCESS = Schema(id="hostAccess", scope=Scope.PROJECT, embedded=True, fields={
+    "url": Field(), "token": Field(),
+})
 SET_LABELS = Schema(id="setLabelsInput", scope=Scope.PROJECT, embedded=True, fields={
     "labels": Field(type=_M, create=True, required=True),
 })
@@ -199,4 +213,4 @@ def types() -> list[ResourceType]:
     return [ContainerType(CONTAINER)]
 
 
-EMBEDDED = [INSTANCE_STOP, SET_LABELS]
+EMBEDDED = [INSTANCE_STOP, SET_LABELS, CONTAINER_LOGS, CONTAINER_EXEC, HOST_ACCESS]

@@ -21,6 +21,9 @@ from shared.protocol import (
     Reply,
     ReplyError,
     Request,
+    StreamClose,
+    StreamData,
+    StreamResize,
     Welcome,
 )
 
@@ -48,6 +51,9 @@ GOLDEN: dict[str, protocol.Message] = {
         "uuid": "0b7c", "dockerId": "4f2a", "status": "exited", "exitCode": 137}),
     "inventory": Inventory(containers=[{"uuid": "0b7c", "dockerId": "4f2a",
                                         "status": "running"}]),
+    "stream_data": StreamData(stream_id="req-9", data="aGVsbG8K"),
+    "stream_resize": StreamResize(stream_id="req-9", cols=120, rows=40),
+    "stream_close": StreamClose(stream_id="req-9"),
 }
 
 # Further shapes worth a round trip: defaults, nulls, unicode, every error code.
