@@ -179,6 +179,41 @@ def _mounts(mounts: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def stats_summary(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """CPU, memory, network and block I/O from one ``docker stats`` sample, as the docker CLI
+    computes them (CPU in % of one core; memory without the page cache)."""
+    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
+    cpu_delta = _number(cpu, "cpu_usage", "total_usage") - _number(pre, "cpu_usage",
+                                                                     "total_usage")
+    system_delta = _number(cpu, "system_cpu_usage") - _number(pre, "system_cpu_usage")
+    cores = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage")
+                                          or []) or 1
+    percent = cpu_delta / system_delta * cores * 100 if system_delta > 0 and cpu_delta > 0 \
+        else 0.0
+    memory = raw.get("memory_stats") or {}
+    cache = _number(memory, "stats", "cache") or _number(memory, "stats", "inactive_file")
+    networks = (raw.get("networks") or {}).values()
+    blkio = (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
+    return {
+        "cpuPercent": round(percent, 2),
+        "memoryUsage": max(int(_number(memory, "usage") - cache), 0),
+        "memoryLimit": int(_number(memory, "limit")),
+        "networkRxBytes": int(sum(n.get("rx_bytes", 0) for n in networks)),
+        "networkTxBytes": int(sum(n.get("tx_bytes", 0) for n in networks)),
+        "blockReadBytes": int(sum(e.get("value", 0) for e in blkio
+                                  if str(e.get("op")).lower() == "read")),
+        "blockWriteBytes": int(sum(e.get("value", 0) for e in blkio
+                                   if str(e.get("op")).lower() == "write")),
+    }
+
+
+def _number(mapping: Mapping[str, Any], *path: str) -> float:
+    value: Any = mapping
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 class PullProgress:
     """Aggregates the events of a streamed pull into ``report(phase, percent)`` calls.
 

@@ -53,6 +53,7 @@ from agents import (
     _die_with_parent,
     _machine,
     _verdict,
+    basic_auth,
     free_port,
 )
 
@@ -458,10 +459,10 @@ async def run(args: argparse.Namespace, logs: tuple[Path, Path]) -> Report:
         agent = AgentProcess(Path(tmp) / "agent-state", logs[1])
         try:
             procs = {"server": server.start()}
-            auth = aiohttp.BasicAuth(ADMIN_ACCESS, ADMIN_SECRET)
+            headers = {"Authorization": basic_auth(ADMIN_ACCESS, ADMIN_SECRET),
+                       "Accept": "application/json"}
             timeout = aiohttp.ClientTimeout(total=30)
-            async with aiohttp.ClientSession(auth=auth, timeout=timeout,
-                                             headers={"Accept": "application/json"}) as http:
+            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
                 await server.wait_healthy(http)
                 api = f"{server.base_url}/v1"
                 procs["agent"] = agent.start(await registration_url(http, api))

@@ -9,6 +9,8 @@ from agent.handlers import host, instances, streams, volumes
 
 HANDLERS: Mapping[str, Handler] = {
     "host.inspect": host.inspect,
+    "host.stats": host.stats,
+    "instance.stats": instances.stats,
     "instance.create": instances.create,
     "instance.start": instances.start,
     "instance.stop": instances.stop,

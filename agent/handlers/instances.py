@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from agent.containers import create_params, state_summary
+from agent.containers import create_params, state_summary, stats_summary
 from agent.dispatcher import InstructionContext
 from shared.errors import ErrorCode, InstructionError
 
@@ -102,6 +102,13 @@ async def remove(ctx: InstructionContext) -> dict[str, Any]:
 async def inspect(ctx: InstructionContext) -> dict[str, Any]:
     """The container's state (``notFound`` if there is no such container)."""
     return state_summary(await require_container(ctx))
+
+
+async def stats(ctx: InstructionContext) -> dict[str, Any]:
+    """One sample of the container's CPU, memory, network and block I/O."""
+    container = await require_container(ctx)
+    raw = await asyncio.to_thread(ctx.runtime.stats, str(container["Id"]))
+    return stats_summary(raw)
 
 
 def _uuid(ctx: InstructionContext) -> str:

@@ -203,6 +203,9 @@ class DockerRuntime:
                 return None
             raise
 
+    def stats(self, container_id: str) -> dict[str, Any]:
+        return dict(self._api(lambda api: api.stats(container_id, stream=False)))
+
     def logs(self, container_id: str, *, follow: bool, tail: int | None,
              timestamps: bool) -> ByteStream:
         raw = self._api(lambda api: api.logs(container_id, stdout=True, stderr=True,

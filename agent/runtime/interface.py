@@ -107,6 +107,10 @@ class ContainerRuntime(Protocol):
         """``docker volume inspect``, or None if there is no such volume."""
         ...
 
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """One sample of Docker's resource statistics for the container (takes ~1-2 s)."""
+        ...
+
     def logs(self, container_id: str, *, follow: bool, tail: int | None,
              timestamps: bool) -> ByteStream:
         """The container's output (stdout and stderr), from ``tail`` lines back."""

@@ -62,3 +62,22 @@ async def run_instruction(services: Services, record: Record, name: str,
 async def _was_transitioning(services: Services, record_id: int) -> bool:
     current = await services.store.get(record_id)
     return current is not None and current.transitioning == "yes"
+
+
+async def sample(services: Services, record: Record, name: str, data: dict[str, Any],
+                 output_type: str) -> dict[str, Any]:
+    """A read-only instruction's answer as an API object (stats and the like); no state
+    changes on the record. Raises the API's errors for a host that is away or a failure."""
+    from server.api.errors import Unavailable, invalid
+    from shared.errors import HostNotConnected
+
+    rtype = services.types.get(record.type)
+    public_id = format_id(rtype.schema.id_prefix, record.id) if rtype else str(record.id)
+    try:
+        result = await services.hub.call(host_of(record), name, record.type, public_id, data,
+                                         timeout=30)
+    except HostNotConnected as exc:
+        raise Unavailable(str(exc), code="HostNotConnected") from exc
+    except InstructionError as exc:
+        raise invalid("InstructionFailed", None, str(exc)) from exc
+    return {"type": output_type, "id": public_id, "links": {}, "actions": {}, **result}

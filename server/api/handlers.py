@@ -91,6 +91,12 @@ async def api(request: web.Request) -> web.StreamResponse:
         case [collection, resource_id]:
             rtype = _type(services, principal, collection)
             return await _resource(request, ctx, rtype, resource_id)
+        case [collection, resource_id, link]:
+            rtype = _type(services, principal, collection)
+            if request.method != "GET":
+                raise MethodNotAllowed("links are read with GET")
+            record = await load(ctx, rtype, resource_id)
+            return json_response(await rtype.follow_link(ctx, record, link))
         case _:
             raise NotFound(f"no such resource: {request.path}")
 

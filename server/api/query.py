@@ -41,8 +41,11 @@ class CollectionQuery:
     offset: int
 
 
+_REFERENCE = re.compile(r"^1[a-z]+([1-9][0-9]{0,17})$")
+
+
 def value_kind(spec: Field) -> ValueKind:
-    if spec.type == "int" or spec.type == "date":
+    if spec.type == "int" or spec.type == "date" or spec.type.startswith("reference["):
         return "int"
     if spec.type == "float":
         return "float"
@@ -52,6 +55,12 @@ def value_kind(spec: Field) -> ValueKind:
 
 
 def _convert(name: str, spec: Field, raw: str) -> Any:
+    if spec.type.startswith("reference["):
+        # References are stored as row numbers; clients name them by public id (1h5).
+        match = _REFERENCE.match(raw)
+        if match is None:
+            raise invalid("InvalidFormat", name, f"filter {name} needs an id such as 1h5")
+        return int(match.group(1))
     kind = value_kind(spec)
     try:
         if kind == "int":

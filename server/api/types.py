@@ -157,6 +157,11 @@ class ResourceType:
     def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:
         return {}
 
+    async def follow_link(self, ctx: RequestContext, record: Record,
+                          name: str) -> dict[str, Any]:
+        """``GET <resource>/<link>`` for links computed on request (stats and the like)."""
+        raise NotFound(f"{self.schema.id} has no link {name!r}")
+
 
 class TypeRegistry:
     """Every resource type by schema id and collection name, plus embedded schemas."""

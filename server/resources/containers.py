@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Any
 
+from server.agents.instructions import sample
 from server.api.context import RequestContext
 from server.api.errors import Conflict as ApiConflict
 from server.api.errors import invalid
@@ -58,7 +59,7 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "pidMode": Field(create=True),
     "ipcMode": Field(create=True),
     "ulimits": Field(type="json", create=True, filterable=False),
-    "requestedHostId": Field(type="reference[host]", create=True),
+    "requestedHostId": Field(type="reference[host]", create=True, filterable=False),
     "startOnCreate": Field(type="boolean", create=True, default=True),
     "healthCheck": Field(type="json", create=True, filterable=False),
     # Set by Corral, not by the user.
@@ -184,8 +185,18 @@ class ContainerType(ResourceType):
     def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:
         host_id = record.data.get("hostId")
         if isinstance(host_id, int):
-            return {"host": f"{ctx.base_url}/hosts/{format_id('1h', host_id)}"}
+            return {"host": f"{ctx.base_url}/hosts/{format_id('1h', host_id)}",
+                    "stats": f"{self_url}/stats"}
         return {}
+
+    async def follow_link(self, ctx: RequestContext, record: Record,
+                          name: str) -> dict[str, Any]:
+        if name != "stats":
+            return await super().follow_link(ctx, record, name)
+        if record.state != "running":
+            raise invalid("InvalidState", None, "only a running container has stats")
+        return await sample(ctx.services, record, "instance.stats", {"uuid": record.uuid},
+                            "containerStats")
 
     async def remove(self, ctx: RequestContext, record: Record) -> Record:
         if record.state == "running":

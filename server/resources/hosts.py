@@ -158,6 +158,18 @@ class HostType(ResourceType):
         labels.update(record.data.get("userLabels") or {})
         return {"labels": labels}
 
+    def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:
+        return {"stats": f"{self_url}/stats",
+                "containers": f"{ctx.base_url}/containers?hostId={format_id('1h', record.id)}"}
+
+    async def follow_link(self, ctx: RequestContext, record: Record,
+                          name: str) -> dict[str, Any]:
+        if name != "stats":
+            return await super().follow_link(ctx, record, name)
+        from server.agents.instructions import sample
+
+        return await sample(ctx.services, record, "host.stats", {}, "hostStats")
+
     async def update(self, ctx: RequestContext, record: Record,
                      values: dict[str, Any]) -> Record:
         if "labels" in values:

@@ -43,9 +43,8 @@ def test_logs_action_streams_the_containers_output(cluster: Cluster) -> None:
         while "hello-logs" not in received or "to-stderr" not in received:
             received += str(ws.recv(timeout=seconds(10)))
     # The ticket was good for one connection only.
-    with pytest.raises(Exception) as again:
-        with connect(access.url, open_timeout=seconds(5)):
-            pass
+    with pytest.raises(Exception) as again, connect(access.url, open_timeout=seconds(5)):
+        pass
     assert "401" in str(again.value)
 
 
@@ -85,3 +84,21 @@ def test_execute_with_a_tty(cluster: Cluster) -> None:
 def test_a_forged_stream_token_is_refused(cluster: Cluster) -> None:
     response = requests.get(f"{cluster.server.origin}/v1/stream?token=forged", timeout=5)
     assert response.status_code == 401 and response.json()["type"] == "error"
+
+
+def test_container_and_host_stats_are_available_to_the_api(cluster: Cluster) -> None:
+    api = cluster.client()
+    container = api.wait_success(api.create_container(
+        imageUuid=f"docker:{IMAGE}", command=["sh", "-c", "while true; do :; done"],
+        labels=cluster.labels()))
+    stats = container.stats()
+    assert stats.type == "containerStats" and stats.id == container.id
+    assert stats.cpuPercent > 1 and stats.memoryUsage > 0 and stats.memoryLimit > 0
+    for key in ("networkRxBytes", "networkTxBytes", "blockReadBytes", "blockWriteBytes"):
+        assert getattr(stats, key) >= 0
+    host = api.by_id_host(container.hostId)
+    totals = host.stats()
+    assert totals.type == "hostStats" and totals.containers >= 1
+    assert totals.cpuPercent >= stats.cpuPercent / 2
+    on_host = api.list_container(hostId=host.id)
+    assert container.id in [c.id for c in on_host]
