@@ -94,6 +94,7 @@ class AgentConnection:
         url = self._credentials.agent_url
         async for ws in connect(url, additional_headers=self._headers(), open_timeout=10,
                                 ping_interval=None, max_size=protocol.MAX_FRAME_BYTES,
+                                compression=None,
                                 process_exception=self._retry_or_exit,
                                 user_agent_header=f"corral-agent/{VERSION}"):
             try:

@@ -3,17 +3,17 @@ timeout, then the session until either side closes."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, assert_never
 
 from aiohttp import WSMsgType, web
 
-from server.agents.session import AgentSession, Report
+from server.agents.session import AgentSession, Report, ReportCallback
 from server.api.auth import authenticate_agent
 from server.api.errors import Unauthorized
 from server.api.handlers import SERVICES
 from server.resources import hosts
+from server.services import Services
 from shared import protocol
 from shared.errors import ProtocolError
 from shared.ids import format_id
@@ -58,11 +58,29 @@ def _agent_ip(request: web.Request, facts: dict[str, Any]) -> str:
     return request.remote or ""
 
 
+def _reports(services: Services, host_id: int) -> ReportCallback:
+    """How a session's reports are handled; it holds the host's id, not its record."""
+
+    async def on_report(report: Report) -> None:
+        match report:
+            case protocol.Facts():
+                await hosts.apply_facts(services.store, host_id, report.changes)
+            case protocol.ContainerEvent():
+                await services.reconciler.on_event(host_id, report)
+            case protocol.Inventory():
+                await services.reconciler.on_inventory(host_id, report)
+            case _:
+                assert_never(report)
+
+    return on_report
+
+
 async def agent_connect(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     principal = await authenticate_agent(services.store, request.headers.get("Authorization"))
     assert principal.host_id is not None
-    host = await services.store.get(principal.host_id)
+    host_id = principal.host_id
+    host = await services.store.get(host_id)
     if host is None or host.removed is not None:
         raise Unauthorized("this host was removed; register it again")
     # No per-message compression: each deflate context costs ~100 KiB per agent, and the
@@ -75,32 +93,21 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
         code = CloseCode.HELLO_TIMEOUT if hello.startswith("no hello") else \
             CloseCode.INVALID_MESSAGE
         return await _close(ws, code, hello)
-    public_id = format_id(hosts.HOST.id_prefix, host.id)
-    host = await hosts.apply_hello(services.store, host, hello.facts, _agent_ip(request,
-                                   hello.facts), hello.agent_version)
-
-    async def on_report(report: Report) -> None:
-        match report:
-            case protocol.Facts():
-                await hosts.apply_facts(services.store, host.id, report.changes)
-            case protocol.ContainerEvent():
-                await services.reconciler.on_event(host.id, report)
-            case protocol.Inventory():
-                await services.reconciler.on_inventory(host.id, report)
-            case _:
-                assert_never(report)
-
-    session = AgentSession(ws, host.id, public_id, services.settings.agent_queue_size,
-                           on_report)
+    public_id = format_id(hosts.HOST.id_prefix, host_id)
+    await hosts.apply_hello(services.store, host, hello.facts,
+                            _agent_ip(request, hello.facts), hello.agent_version)
+    agent_version = hello.agent_version
+    # The session lives long: keep neither the facts nor the record in this frame.
+    del host, hello
+    session = AgentSession(ws, host_id, public_id, services.settings.agent_queue_size,
+                           _reports(services, host_id))
     await services.hub.attach(session)
-    session.log.info("agent %s connected from %s", hello.agent_version, request.remote)
+    session.log.info("agent %s connected from %s", agent_version, request.remote)
     try:
         session.send(protocol.Welcome(host_id=public_id,
                                       ping_interval=services.settings.ping_interval,
                                       report_interval=services.settings.report_interval))
         await session.run()
-    except asyncio.CancelledError:
-        raise
     finally:
         services.hub.detach(session)
         session.log.info("agent disconnected (close code %s)", ws.close_code)

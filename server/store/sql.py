@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, event, false, not_, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.store import tables
 from server.store.interface import (
@@ -49,11 +51,35 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 class SqlStore:
-    """``Store`` on any SQLAlchemy async URL; announces every write to ``on_change``."""
+    """``Store`` on any SQLAlchemy async URL; announces every write to ``on_change``.
+
+    Writes run as tasks of their own, shielded from the caller: a request handler cancelled
+    mid-write can neither leave a transaction (and SQLite's write lock) half-done nor lose the
+    write. SQLite allows one writer at a time, so its writes also queue on an in-process lock
+    rather than spinning on the database's busy timeout.
+    """
 
     def __init__(self, engine: AsyncEngine, on_change: ChangeListener | None = None) -> None:
         self._engine = engine
         self._on_change = on_change
+        self._serial = engine.dialect.name == "sqlite"
+        self._write_lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[Any]] = set()
+
+    async def _write(self, work: Callable[[AsyncConnection], Awaitable[Record]]) -> Record:
+        """Run ``work`` in a transaction of its own; announce the record once committed."""
+
+        async def transaction() -> Record:
+            lock = self._write_lock if self._serial else contextlib.nullcontext()
+            async with lock, self._engine.begin() as conn:
+                record = await work(conn)
+            self._announce(record)
+            return record
+
+        task: asyncio.Task[Record] = asyncio.ensure_future(transaction())
+        self._writes.add(task)
+        task.add_done_callback(_settled(self._writes))
+        return await asyncio.shield(task)
 
     @classmethod
     async def open(cls, url: str, on_change: ChangeListener | None = None) -> SqlStore:
@@ -70,6 +96,8 @@ class SqlStore:
         return cls(engine, on_change)
 
     async def close(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         await self._engine.dispose()
 
     def _announce(self, record: Record) -> None:
@@ -85,14 +113,14 @@ class SqlStore:
             "transitioning_message": new.transitioning_message, "transitioning_progress": None,
             "lookup_key": new.lookup_key, "data": dict(new.data), "version": 1,
         }
+        async def insert(conn: AsyncConnection) -> Record:
+            result = await conn.execute(_t.insert().values(**values).returning(*_t.c))
+            return _to_record(result.one())
+
         try:
-            async with self._engine.begin() as conn:
-                result = await conn.execute(_t.insert().values(**values).returning(*_t.c))
-                record = _to_record(result.one())
+            return await self._write(insert)
         except IntegrityError as exc:
             raise Conflict(f"a {new.type} with that key already exists") from exc
-        self._announce(record)
-        return record
 
     async def get(self, record_id: int) -> Record | None:
         async with self._engine.connect() as conn:
@@ -139,34 +167,46 @@ class SqlStore:
         unknown = set(changes) - COLUMNS
         if unknown:
             raise ValueError(f"not record columns: {sorted(unknown)}")
+
+        async def apply(conn: AsyncConnection) -> Record:
+            row = (await conn.execute(select(_t).where(_t.c.id == record_id))).first()
+            if row is None:
+                raise NotFoundError(f"record {record_id} does not exist")
+            current = _to_record(row)
+            if expected_version is not None and current.version != expected_version:
+                raise Conflict(f"{current.type} {record_id} was changed by someone else")
+            values: dict[str, Any] = dict(changes)
+            if data:
+                merged = dict(current.data)
+                for key, value in data.items():
+                    if value is None:
+                        merged.pop(key, None)
+                    else:
+                        merged[key] = value
+                values["data"] = merged
+            values["version"] = current.version + 1
+            stmt = (_t.update().where(_t.c.id == record_id, _t.c.version == current.version)
+                    .values(**values).returning(*_t.c))
+            updated = (await conn.execute(stmt)).first()
+            if updated is None:
+                raise Conflict(f"{current.type} {record_id} was changed by someone else")
+            return _to_record(updated)
+
         try:
-            async with self._engine.begin() as conn:
-                row = (await conn.execute(select(_t).where(_t.c.id == record_id))).first()
-                if row is None:
-                    raise NotFoundError(f"record {record_id} does not exist")
-                current = _to_record(row)
-                if expected_version is not None and current.version != expected_version:
-                    raise Conflict(f"{current.type} {record_id} was changed by someone else")
-                values: dict[str, Any] = dict(changes)
-                if data:
-                    merged = dict(current.data)
-                    for key, value in data.items():
-                        if value is None:
-                            merged.pop(key, None)
-                        else:
-                            merged[key] = value
-                    values["data"] = merged
-                values["version"] = current.version + 1
-                stmt = (_t.update().where(_t.c.id == record_id, _t.c.version == current.version)
-                        .values(**values).returning(*_t.c))
-                updated = (await conn.execute(stmt)).first()
-                if updated is None:
-                    raise Conflict(f"{current.type} {record_id} was changed by someone else")
-                record = _to_record(updated)
+            return await self._write(apply)
         except IntegrityError as exc:
             raise Conflict("that key is already taken") from exc
-        self._announce(record)
-        return record
+
+
+def _settled(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    """Forget a finished write; its outcome went to the caller, or nowhere if it left."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done
 
 
 def _to_record(row: Row[Any]) -> Record:

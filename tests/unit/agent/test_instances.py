@@ -643,7 +643,8 @@ async def test_inventory_lists_every_container_managed_or_not() -> None:
 def test_every_instance_instruction_is_in_the_handler_table() -> None:
     assert {name for name in HANDLERS if name.startswith("instance.")} == {
         "instance.create", "instance.start", "instance.stop", "instance.restart",
-        "instance.remove", "instance.inspect", "instance.logs", "instance.exec"}
+        "instance.remove", "instance.inspect", "instance.logs", "instance.exec",
+        "instance.stats"}
 
 
 def test_the_fake_keeps_inspect_shapes_like_the_real_engine() -> None:
