@@ -132,13 +132,12 @@ async def docker(*args: str, timeout: float = DOCKER_TIMEOUT) -> str:
         stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except BaseException:  # a timeout, or the run being cancelled: leave no docker CLI behind
-        if proc.returncode is None:
+    except TimeoutError:
+        raise BenchError(f"docker {args[0]} did not finish within {timeout:g} s") from None
+    finally:
+        if proc.returncode is None:  # timed out, or the run was cancelled: leave no CLI behind
             proc.kill()
             await proc.wait()
-        if sys.exc_info()[0] is TimeoutError:
-            raise BenchError(f"docker {args[0]} did not finish within {timeout:g} s") from None
-        raise
     if proc.returncode != 0:
         raise BenchError(f"docker {' '.join(args[:2])} failed: {err.decode().strip()}")
     return out.decode().strip()
@@ -318,6 +317,7 @@ class Report:
     rss: dict[str, tuple[int, int]]  # process → (after the host came up, at the end)
     cpu: dict[str, float]  # process → CPU seconds during the measurement
     measure_seconds: float
+    load: tuple[float, float]  # 1-minute load average before and after the measurement
     running_at_end: int
     left_over: int
     exits: dict[str, tuple[float | None, int | None]]
@@ -408,6 +408,8 @@ class Report:
                                       f"in alternating batches of {self.batch})"),
             ("Docker engine", self.docker_version),
             ("Measurement", f"{self.measure_seconds:.1f} s for both series"),
+            ("Load average (1 min) before / after", f"{self.load[0]:.2f} / {self.load[1]:.2f}"),
+            ("Slowest API container", self._slowest()),
             ("Server RSS (host up / end)", self._rss("server")),
             ("Agent RSS (host up / end)", self._rss("agent")),
             ("Server CPU during the measurement", f"{self.cpu['server']:.1f} s"),
@@ -415,6 +417,14 @@ class Report:
             ("Agent shutdown after SIGTERM", exit_text("agent")),
             ("Server shutdown after SIGTERM", exit_text("server")),
         ]
+
+    def _slowest(self) -> str:
+        """The slowest API container and how long the agent took over its two instructions."""
+        worst = max(self.api, key=lambda s: s.running)
+        steps = [f"agent {name.split('.')[1]} {self.agent_ms[(name, worst.container_id)]:.0f} ms"
+                 for name in ("instance.create", "instance.start")
+                 if (name, worst.container_id) in self.agent_ms]
+        return ", ".join([f"{worst.container_id}: {worst.running * 1000:.0f} ms", *steps])
 
     def _rss(self, name: str) -> str:
         start, end = self.rss[name]
@@ -471,9 +481,9 @@ async def run(args: argparse.Namespace, logs: tuple[Path, Path]) -> Report:
                       f"{procs['agent'].pid}, host {host} active; run {run_id}", flush=True)
                 rss0 = {name: p.memory_info().rss for name, p in procs.items()}
                 cpu0 = {name: _cpu(p) for name, p in procs.items()}
-                began = time.monotonic()
+                load, began = os.getloadavg()[0], time.monotonic()
                 api_samples, runs = await measure(args, http, api, run_id)
-                measure_seconds = time.monotonic() - began
+                measure_seconds, load_after = time.monotonic() - began, os.getloadavg()[0]
                 cpu = {name: _cpu(p) - cpu0[name] for name, p in procs.items()}
                 rss = {name: (rss0[name], p.memory_info().rss) for name, p in procs.items()}
                 docker_samples = await docker_started(runs)
@@ -494,8 +504,8 @@ async def run(args: argparse.Namespace, logs: tuple[Path, Path]) -> Report:
         api=api_samples, docker=docker_samples,
         server_ms=instruction_ms(server_lines, SERVER_CALL),
         agent_ms=instruction_ms(agent_lines, AGENT_CALL), rss=rss, cpu=cpu,
-        measure_seconds=measure_seconds, running_at_end=running, left_over=left_over,
-        exits=exits, problems=_problems(server_lines) + _problems(agent_lines))
+        measure_seconds=measure_seconds, load=(load, load_after), running_at_end=running,
+        left_over=left_over, exits=exits, problems=_problems(server_lines) + _problems(agent_lines))
 
 
 # --- output ------------------------------------------------------------------------------
@@ -530,8 +540,8 @@ ABOUT = """\
   run one container at a time, in alternating batches; the script reports their median, p90,
   p99 and max, medians of each step of the API's path (from Docker's `StartedAt` and the
   durations the server and the agent log per instruction) and the server's and the agent's
-  RSS. Run `.venv/bin/python bench/containers.py [--count 50] [--write-docs]` as root, with a
-  Docker engine (about a minute); it builds the test image locally if needed.
+  RSS. Run `.venv/bin/python bench/containers.py [--count 50] [--write-docs]` where a Docker
+  engine answers (about a minute); it builds the test image locally when it is missing.
 """
 
 

@@ -59,6 +59,7 @@ class InstanceEngine:
     def __init__(self, services: Services) -> None:
         self._services = services
         self._locks: dict[int, asyncio.Lock] = {}
+        self._waiting: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -106,24 +107,33 @@ class InstanceEngine:
 
     async def _run(self, record_id: int) -> None:
         lock = self._locks.setdefault(record_id, asyncio.Lock())
-        async with lock:
-            record = await self._services.store.get(record_id)
-            if record is None or record.transitioning != "yes":
-                return
-            operation = self._operations().get(record.state)
-            if operation is None:
-                return
-            try:
-                await operation(record)
-            except HostNotConnected as exc:
-                # Resumed when the host's agent comes back (see resume()).
-                await self._services.store.update(record.id, {
-                    "transitioning_message": f"waiting for the host: {exc}"})
-            except InstructionError as exc:
-                await self._failed(record, str(exc))
-            except Exception:
-                log.exception("container %s: %s failed", record.uuid, record.state)
-                await self._failed(record, "internal error; see the server log")
+        self._waiting[record_id] = self._waiting.get(record_id, 0) + 1
+        try:
+            async with lock:
+                await self._operate(record_id)
+        finally:
+            self._waiting[record_id] -= 1
+            if not self._waiting[record_id]:
+                del self._waiting[record_id], self._locks[record_id]
+
+    async def _operate(self, record_id: int) -> None:
+        record = await self._services.store.get(record_id)
+        if record is None or record.transitioning != "yes":
+            return
+        operation = self._operations().get(record.state)
+        if operation is None:
+            return
+        try:
+            await operation(record)
+        except HostNotConnected as exc:
+            # Resumed when the host's agent comes back (see resume()).
+            await self._services.store.update(record.id, {
+                "transitioning_message": f"waiting for the host: {exc}"})
+        except InstructionError as exc:
+            await self._failed(record, str(exc))
+        except Exception:
+            log.exception("container %s: %s failed", record.uuid, record.state)
+            await self._failed(record, "internal error; see the server log")
 
     def _operations(self) -> dict[str, Callable[[Record], Awaitable[None]]]:
         return {"creating": self._create, "starting": self._start, "stopping": self._stop,

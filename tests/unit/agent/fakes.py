@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import queue
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -173,6 +174,58 @@ class FakeEventStream:
         self.queue.put(self._END)
 
 
+class FakeByteStream:
+    """Canned log chunks; a followed stream then blocks until closed, like Docker's."""
+
+    def __init__(self, chunks: list[bytes], follow: bool) -> None:
+        self._chunks = chunks
+        self._follow = follow
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._chunks:
+            return self._chunks.pop(0)
+        if self._follow:
+            self.closed.wait(timeout=10)
+        raise StopIteration
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class FakeExec:
+    """A command that prints ``ran <command>``, then echoes its input until it ends."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.output: queue.Queue[bytes | None] = queue.Queue()
+        self.output.put(f"ran {' '.join(command)}\n".encode())
+        self.resizes: list[tuple[int, int]] = []
+        self.closed = False
+
+    def read(self) -> bytes | None:
+        return self.output.get(timeout=10)
+
+    def write(self, data: bytes) -> None:
+        self.output.put(data)
+
+    def close_input(self) -> None:
+        self.output.put(None)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.resizes.append((cols, rows))
+
+    def exit_code(self) -> int | None:
+        return 0
+
+    def close(self) -> None:
+        self.closed = True
+        self.output.put(None)
+
+
 class FakeRuntime:
     """A ContainerRuntime answering from canned dicts and an in-memory engine.
 
@@ -203,6 +256,9 @@ class FakeRuntime:
         self.volumes: dict[str, dict[str, Any]] = {}
         self.removed_volumes_with: list[str] = []
         self.streams: list[FakeEventStream] = []
+        self.log_output: dict[str, list[bytes]] = {}
+        self.execs: list[FakeExec] = []
+        self.stats_sample: dict[str, Any] = {}
         self._ids = itertools.count(1)
         self._host_ports = itertools.count(32768)
 
@@ -338,6 +394,25 @@ class FakeRuntime:
         stream = FakeEventStream()
         self.streams.append(stream)
         return stream
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        self._enter("stats", container_id)
+        self._get(container_id)
+        return copy.deepcopy(self.stats_sample)
+
+    def logs(self, container_id: str, *, follow: bool, tail: int | None,
+             timestamps: bool) -> FakeByteStream:
+        self._enter("logs", container_id, follow, tail, timestamps)
+        self._get(container_id)
+        return FakeByteStream(list(self.log_output.get(container_id, [])), follow)
+
+    def exec(self, container_id: str, command: list[str], *, tty: bool,
+             stdin: bool) -> FakeExec:
+        self._enter("exec", container_id, command, tty, stdin)
+        self._get(container_id)
+        session = FakeExec(command)
+        self.execs.append(session)
+        return session
 
     # test controls
 
