@@ -12,6 +12,7 @@ from server.agents.endpoint import agent_connect
 from server.agents.hub import AgentHub
 from server.agents.registration import register, script, wheel
 from server.agents.streams import StreamTickets, stream_socket
+from server.api.auth import KeyCache
 from server.api.handlers import SERVICES, api, versions
 from server.api.web import api_middleware, json_response
 from server.bootstrap import banner, bootstrap
@@ -23,6 +24,7 @@ from server.events import EventBus
 from server.resources import build_types
 from server.security import ServerKey
 from server.services import Services
+from server.store import Record
 from server.store.sql import SqlStore, sqlite_url
 from shared.protocol import AGENT_PATH
 
@@ -50,12 +52,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     events = EventBus()
+    key_cache = KeyCache()
+
+    def on_change(record: Record) -> None:
+        events.publish(record)
+        key_cache.on_change(record)
+
     store = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir),
-                                on_change=events.publish)
+                                on_change=on_change)
     server_key = ServerKey.load_or_create(settings.data_dir)
     hub = AgentHub(store, settings)
     services = Services(settings=settings, store=store, types=build_types(),
-                        server_key=server_key, events=events, hub=hub)
+                        server_key=server_key, events=events, hub=hub, key_cache=key_cache)
     services.instances = InstanceEngine(services)
     services.reconciler = Reconciler(services)
     services.registries = RegistryAuth(services)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from server.api.auth import KeyCache
 from server.api.types import TypeRegistry
 from server.config import Settings
 from server.events import EventBus
@@ -27,6 +28,7 @@ class Services:
     server_key: ServerKey
     events: EventBus
     hub: AgentHub
+    key_cache: KeyCache
     # Built from the services above, right after them (they need the services themselves).
     instances: InstanceEngine = field(init=False)
     reconciler: Reconciler = field(init=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 
 from server.api.context import Principal, PrincipalKind
 from server.api.errors import Unauthorized
@@ -44,14 +45,47 @@ async def _active_key(store: Store, type_: str, access: str, secret: str) -> Rec
     return record
 
 
-async def authenticate_api(store: Store, header: str | None) -> Principal:
+class KeyCache:
+    """API keys verified in the last few seconds, so that a busy client does not cost two
+    look-ups per request. Any change to a key, an account or an environment in this process
+    clears it; the short life bounds what another server's change can take to be seen."""
+
+    def __init__(self, seconds: float = 5.0) -> None:
+        self._seconds = seconds
+        self._entries: dict[str, tuple[str, Principal, float]] = {}
+
+    def get(self, access: str, secret: str) -> Principal | None:
+        entry = self._entries.get(access)
+        if entry is None or entry[2] < time.monotonic() or not matches(secret, entry[0]):
+            return None
+        return entry[1]
+
+    def put(self, access: str, secret: str, principal: Principal) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[access] = (digest(secret), principal, time.monotonic() + self._seconds)
+
+    def on_change(self, record: Record) -> None:
+        if record.type in ("apiKey", "account", "project"):
+            self._entries.clear()
+
+
+async def authenticate_api(store: Store, header: str | None,
+                           cache: KeyCache | None = None) -> Principal:
     access, secret = basic_credentials(header)
+    if cache is not None and (known := cache.get(access, secret)) is not None:
+        return known
     key = await _active_key(store, "apiKey", access, secret)
     account = await store.get(key.account_id) if key.account_id is not None else None
     if account is None or account.state != "active":
         raise Unauthorized("the account of this API key is not active")
     kind = PrincipalKind.ADMIN if account.kind == "admin" else PrincipalKind.USER
-    return Principal(kind=kind, account_id=account.id, credential_id=key.id)
+    default = account.data.get("defaultProjectId")
+    principal = Principal(kind=kind, account_id=account.id, credential_id=key.id,
+                          default_project_id=default if isinstance(default, int) else None)
+    if cache is not None:
+        cache.put(access, secret, principal)
+    return principal
 
 
 async def authenticate_agent(store: Store, header: str | None) -> Principal:

@@ -28,6 +28,7 @@ class Principal:
     credential_id: int
     project_id: int | None = None
     host_id: int | None = None
+    default_project_id: int | None = None
 
 
 @dataclass

@@ -42,11 +42,10 @@ async def versions(request: web.Request) -> web.Response:
 
 async def _project(services: Services, principal: Principal, raw: str | None) -> Record | None:
     if raw is None:
-        if principal.account_id is None:
+        if principal.default_project_id is None:
             return None
-        account = await services.store.get(principal.account_id)
-        default = account.data.get("defaultProjectId") if account is not None else None
-        return await services.store.get(default) if isinstance(default, int) else None
+        project = await services.store.get(principal.default_project_id)
+        return project if project is not None and project.removed is None else None
     number = parse_id(raw, PROJECT_PREFIX)
     project = await services.store.get(number) if number is not None else None
     if project is None or project.type != "project" or \
@@ -68,7 +67,8 @@ async def api(request: web.Request) -> web.StreamResponse:
     if len(segments) == 2 and segments[0] == "projects" and not scoped:
         # A client built on an environment's URL discovers that environment's schemas.
         request[SCHEMAS_URL_KEY] = f"{version_url}/projects/{segments[1]}/schemas"
-    principal = await authenticate_api(services.store, request.headers.get("Authorization"))
+    principal = await authenticate_api(services.store, request.headers.get("Authorization"),
+                                       services.key_cache)
     header_project = request.headers.get("X-API-Project-Id") or None
     project = await _project(services, principal, scoped or header_project)
     ctx = RequestContext(principal=principal, project=project, version_url=version_url,

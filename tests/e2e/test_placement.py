@@ -41,12 +41,18 @@ def test_placement_spreads_and_honours_requests_affinity_and_ports(
     cluster, hosts = two_hosts
     api = cluster.client()
 
+    # Containers already on the hosts (imported ones too) count towards the spread.
+    before = Counter(c.hostId for c in api.list_container(removed_null=True, limit=1000))
     created = [api.create_container(imageUuid=f"docker:{IMAGE}", command=SLEEPER,
                                     labels=cluster.labels()) for _ in range(10)]
     running = [api.wait_success(c, timeout=60) for c in created]
     assert all(c.state == "running" for c in running)
-    spread = Counter(c.hostId for c in running)
-    assert spread == {hosts["a"]: 5, hosts["b"]: 5}
+    after = before + Counter(c.hostId for c in running)
+    if abs(before[hosts["a"]] - before[hosts["b"]]) <= 10:
+        assert abs(after[hosts["a"]] - after[hosts["b"]]) <= 1, (before, after)
+    else:  # one host is far busier: every new container goes to the other
+        lesser = min(("a", "b"), key=lambda h: before[hosts[h]])
+        assert {c.hostId for c in running} == {hosts[lesser]}
     for c in running:  # each runs on the daemon of the host it was placed on
         docker_host = hosts["b_docker"] if c.hostId == hosts["b"] else None
         assert docker_state(c.uuid, docker_host)["State"]["Running"] is True
