@@ -570,9 +570,10 @@ def print_summary(report: Report) -> None:
 
 INTRO = """# Benchmarks
 
-Scripts in `bench/` start a real `corral-server` on 127.0.0.1 with a temporary data dir, drive
-it from outside the process, and measure only the server process (its RSS and CPU time, read
-with psutil, and the rows it writes to its SQLite database). Run one with `--write-docs` to
+Scripts in `bench/` start a real `corral-server` on 127.0.0.1 with a temporary data dir and
+drive it from outside the process. They measure the processes under test from outside (RSS and
+CPU time read with psutil, rows written to the SQLite database): the server, and for containers
+also the agent and the Docker engine it drives. Run one with `--write-docs` to
 replace its own section below, kept between `<!-- bench:NAME:start -->` and
 `<!-- bench:NAME:end -->` markers so that each benchmark owns one section.
 
@@ -581,7 +582,7 @@ replace its own section below, kept between `<!-- bench:NAME:start -->` and
   connection times, database writes during the steady window (there should be none: liveness
   lives in memory) and the shutdown time, and checks that no host dropped out of `active`.
   Run `.venv/bin/python bench/agents.py [--agents 1000] [--duration 60] [--ping-interval 5]
-  [--write-docs]` (about two minutes); the CI smoke run is `--agents 50 --duration 10`.
+  [--write-docs]` (about two minutes); `--agents 50 --duration 10` is a quick check.
 
 The figures are absolutes and ratios from one run on the machine named in each section (a
 2-core machine, where the load generator shares the cores with the server). Compare runs on
