@@ -4,7 +4,8 @@
 # The server runs with its embedded SQLite store in /var/lib/corral-server on port 8080 (a
 # systemd unit where systemd runs, else a background process). Where a Docker engine answers,
 # this machine is then registered as the first host.
-# Env: CORRAL_HOME (/opt/corral), CORRAL_DATA_DIR (/var/lib/corral-server), CORRAL_PORT (8080)
+# Env: CORRAL_HOME (/opt/corral), CORRAL_DATA_DIR (/var/lib/corral-server), CORRAL_PORT (8080),
+#      CORRAL_PUBLIC_URL (http://<this machine's first address>:8080)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +13,9 @@ home=${CORRAL_HOME:-/opt/corral}
 data=${CORRAL_DATA_DIR:-/var/lib/corral-server}
 port=${CORRAL_PORT:-8080}
 log=/var/log/corral-server.log
+# The address other hosts reach this one at, for the registration command.
+address=$(hostname -I 2>/dev/null | awk '{print $1}')
+public_url=${CORRAL_PUBLIC_URL:-http://${address:-127.0.0.1}:$port}
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo scripts/install.sh)"
@@ -37,7 +41,7 @@ Description=Corral server
 After=network-online.target
 
 [Service]
-ExecStart=$home/bin/corral-server --data-dir $data --port $port
+ExecStart=$home/bin/corral-server --data-dir $data --port $port --public-url $public_url
 Restart=always
 
 [Install]
@@ -50,7 +54,8 @@ else
     if [ -s /run/corral-server.pid ] && kill -0 "$(cat /run/corral-server.pid)" 2>/dev/null; then
         echo "(already running as pid $(cat /run/corral-server.pid))"
     else
-        nohup "$home/bin/corral-server" --data-dir "$data" --port "$port" >>"$log" 2>&1 &
+        nohup "$home/bin/corral-server" --data-dir "$data" --port "$port" \
+            --public-url "$public_url" >>"$log" 2>&1 &
         echo $! >/run/corral-server.pid
     fi
     show_log() { cat "$log"; }
@@ -92,4 +97,4 @@ UNIT
 else
     echo "(no Docker engine answers here: register hosts with the command above)"
 fi
-echo "== Corral runs at http://$(hostname -I 2>/dev/null | cut -d' ' -f1 || echo 127.0.0.1):$port/v1"
+echo "== Corral runs at $public_url/v1"
