@@ -15,7 +15,7 @@ from typing import Any
 from server.api.context import RequestContext
 from server.api.errors import Conflict as ApiConflict
 from server.api.errors import NotFound, invalid
-from server.api.schema import Schema, Scope
+from server.api.schema import Action, Schema, Scope
 from server.store import Conflict, NewRecord, Record
 
 # Fields stored in record columns rather than in the data map.
@@ -34,7 +34,15 @@ def transitions(**table: tuple[set[str], str]) -> dict[str, Transition]:
     return {name: Transition(frozenset(src), dst) for name, (src, dst) in table.items()}
 
 
-# Rancher's template for credentials, accounts and the like (reference §4).
+# Rancher's template for credentials, accounts and the like: its actions, the states they
+# are valid in, and the transitions they make.
+TEMPLATE_STATES = ("active", "inactive", "removed", "purged")
+TEMPLATE_ACTIONS = {
+    "activate": Action(frozenset({"inactive"})),
+    "deactivate": Action(frozenset({"active"})),
+    "remove": Action(frozenset({"inactive", "active"})),
+    "purge": Action(frozenset({"removed"})),
+}
 TEMPLATE = transitions(
     activate=({"inactive"}, "active"),
     deactivate=({"active"}, "inactive"),

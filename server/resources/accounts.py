@@ -5,17 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from server.api.context import RequestContext
-from server.api.schema import Action, Field, Schema, Scope
-from server.api.types import ResourceType
+from server.api.schema import Field, Schema, Scope
+from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType
 from server.store import Record
-
-_LIFECYCLE = {
-    "activate": Action(frozenset({"inactive"})),
-    "deactivate": Action(frozenset({"active"})),
-    "remove": Action(frozenset({"inactive", "active"})),
-    "purge": Action(frozenset({"removed"})),
-}
-_STATES = ("active", "inactive", "removed", "purged")
 
 ACCOUNT = Schema(
     id="account",
@@ -26,8 +18,8 @@ ACCOUNT = Schema(
         "externalId": Field(create=True, update=True, max_length=255),
         "externalIdType": Field(create=True, update=True, max_length=128),
     },
-    states=_STATES,
-    actions=_LIFECYCLE,
+    states=TEMPLATE_STATES,
+    actions=TEMPLATE_ACTIONS,
     collection_methods=("GET", "POST"),
     resource_methods=("GET", "PUT", "DELETE"),
 )
@@ -41,8 +33,8 @@ PROJECT = Schema(
                       max_length=255),
         "orchestration": Field(type="enum", options=("cattle",), default="cattle"),
     },
-    states=_STATES,
-    actions=_LIFECYCLE,
+    states=TEMPLATE_STATES,
+    actions=TEMPLATE_ACTIONS,
     collection_methods=("GET", "POST"),
     resource_methods=("GET", "PUT", "DELETE"),
 )

@@ -7,18 +7,10 @@ import uuid
 from typing import Any
 
 from server.api.context import RequestContext
-from server.api.schema import Action, Field, Schema, Scope
-from server.api.types import ResourceType
+from server.api.schema import Field, Schema, Scope
+from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType
 from server.security import digest, new_access_key, new_secret_key
 from server.store import NewRecord, Record
-
-_LIFECYCLE = {
-    "activate": Action(frozenset({"inactive"})),
-    "deactivate": Action(frozenset({"active"})),
-    "remove": Action(frozenset({"inactive", "active"})),
-    "purge": Action(frozenset({"removed"})),
-}
-_STATES = ("active", "inactive", "removed", "purged")
 
 API_KEY = Schema(
     id="apiKey",
@@ -28,8 +20,8 @@ API_KEY = Schema(
         "publicValue": Field(),
         "secretValue": Field(type="password", filterable=False),
     },
-    states=_STATES,
-    actions=_LIFECYCLE,
+    states=TEMPLATE_STATES,
+    actions=TEMPLATE_ACTIONS,
     collection_methods=("GET", "POST"),
     resource_methods=("GET", "PUT", "DELETE"),
 )
@@ -44,8 +36,8 @@ REGISTRATION_TOKEN = Schema(
         "command": Field(filterable=False),
         "installCommand": Field(filterable=False),
     },
-    states=_STATES,
-    actions=_LIFECYCLE,
+    states=TEMPLATE_STATES,
+    actions=TEMPLATE_ACTIONS,
     collection_methods=("GET", "POST"),
     resource_methods=("GET", "PUT", "DELETE"),
 )

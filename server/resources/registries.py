@@ -8,19 +8,12 @@ from typing import Any
 
 from server.api.context import RequestContext
 from server.api.errors import invalid
-from server.api.schema import Action, Field, Schema, Scope
-from server.api.types import ResourceType
+from server.api.schema import Field, Schema, Scope
+from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType
 from server.store import Record
 from shared.ids import format_id, parse_id
 
 SECRET_PURPOSE = "registryCredential"
-_LIFECYCLE = {
-    "activate": Action(frozenset({"inactive"})),
-    "deactivate": Action(frozenset({"active"})),
-    "remove": Action(frozenset({"inactive", "active"})),
-    "purge": Action(frozenset({"removed"})),
-}
-_STATES = ("active", "inactive", "removed", "purged")
 _SERVER = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 REGISTRY = Schema(
@@ -30,7 +23,7 @@ REGISTRY = Schema(
     scope=Scope.PROJECT,
     fields={"serverAddress": Field(create=True, required=True, nullable=False,
                                    max_length=255)},
-    states=_STATES, actions=_LIFECYCLE,
+    states=TEMPLATE_STATES, actions=TEMPLATE_ACTIONS,
     collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
 )
 
@@ -47,7 +40,7 @@ REGISTRY_CREDENTIAL = Schema(
                              nullable=False, filterable=False, max_length=4096),
         "email": Field(create=True, update=True),
     },
-    states=_STATES, actions=_LIFECYCLE,
+    states=TEMPLATE_STATES, actions=TEMPLATE_ACTIONS,
     collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
 )
 

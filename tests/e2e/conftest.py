@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.cluster import Cluster
+from tests.support.processes import ServerProcess, free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -45,6 +48,20 @@ class ExtraHost:
 
 
 @pytest.fixture
+def cluster(docker_engine: None, tmp_path: Path) -> Iterator[Cluster]:
+    """A server process and this machine's agent, its host active."""
+    server = ServerProcess(data_dir=tmp_path / "data", port=free_port()).start()
+    running = Cluster(server=server, tmp=tmp_path)
+    try:
+        running.start_agent()
+        running.active_hosts(1)
+        yield running
+    finally:
+        running.close()
+        server.stop()
+
+
+@pytest.fixture
 def second_host(docker_engine: None) -> Iterator[ExtraHost]:
     script = REPO / "scripts" / "testhost.sh"
     result = subprocess.run(["bash", str(script), "up", "h2", "2"], capture_output=True,
@@ -69,7 +86,6 @@ class PrivateRegistry:
 @pytest.fixture
 def private_registry(docker_engine: None, tmp_path: Path) -> Iterator[PrivateRegistry]:
     """Distribution's registry on loopback with htpasswd auth, holding the test image."""
-    from tests.support.processes import free_port
     from tests.support.timing import wait_for
 
     port = free_port()

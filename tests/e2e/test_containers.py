@@ -6,29 +6,14 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import cattle
 import gdapi
 import pytest
 
 from tests.e2e.cluster import HTTPD, IMAGE, SLEEPER, Cluster, docker, docker_state
-from tests.support.processes import ServerProcess, free_port
+from tests.support.processes import free_port
 from tests.support.timing import seconds, wait_for
-
-
-@pytest.fixture
-def cluster(docker_engine: None, tmp_path: Path) -> Iterator[Cluster]:
-    server = ServerProcess(data_dir=tmp_path / "data", port=free_port()).start()
-    cluster = Cluster(server=server, tmp=tmp_path)
-    cluster.start_agent()
-    cluster.active_hosts(1)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-        server.stop()
 
 
 def test_container_lifecycle_is_reflected_in_docker_and_the_api(cluster: Cluster) -> None:

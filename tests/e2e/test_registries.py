@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import gdapi
 import pytest
 
 from tests.e2e.cluster import SLEEPER, Cluster, docker_state
 from tests.e2e.conftest import PrivateRegistry
-from tests.support.processes import ServerProcess, free_port
-
-
-@pytest.fixture
-def cluster(docker_engine: None, tmp_path: Path) -> Iterator[Cluster]:
-    server = ServerProcess(data_dir=tmp_path / "data", port=free_port()).start()
-    cluster = Cluster(server=server, tmp=tmp_path)
-    cluster.start_agent()
-    cluster.active_hosts(1)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-        server.stop()
 
 
 def test_private_registry_pull_needs_and_uses_a_registry_credential(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -12,24 +10,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.e2e.cluster import IMAGE, Cluster
-from tests.support.processes import ServerProcess, free_port
 from tests.support.timing import seconds
 
 TALKER = ["sh", "-c", "echo hello-logs; echo to-stderr >&2; "
                       "trap 'exit 0' TERM; while true; do sleep 1; done"]
 
-
-@pytest.fixture
-def cluster(docker_engine: None, tmp_path: Path) -> Iterator[Cluster]:
-    server = ServerProcess(data_dir=tmp_path / "data", port=free_port()).start()
-    cluster = Cluster(server=server, tmp=tmp_path)
-    cluster.start_agent()
-    cluster.active_hosts(1)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-        server.stop()
 
 
 def test_logs_action_streams_the_containers_output(cluster: Cluster) -> None:
