@@ -67,10 +67,7 @@ class AgentHub:
         self._ticker = self._writer = None
         for session in list(self._sessions.values()):
             session.close_soon(CloseCode.GOING_AWAY, "server shutting down")
-        for session in list(self._sessions.values()):
-            if session._close_task is not None:
-                with contextlib.suppress(Exception):
-                    await session._close_task
+        await asyncio.gather(*(s.wait_closed() for s in list(self._sessions.values())))
         await self._flush()
 
     # --- sessions -----------------------------------------------------------------------

@@ -286,6 +286,12 @@ class AgentSession:
         self._closing = (code, reason)
         self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
 
+    async def wait_closed(self) -> None:
+        """Wait for a close asked with close_soon() to be done."""
+        if self._close_task is not None:
+            with contextlib.suppress(Exception):
+                await self._close_task
+
     async def _close(self, code: int, reason: str) -> None:
         if self._writer is not None:
             self._writer.cancel()

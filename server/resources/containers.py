@@ -211,13 +211,9 @@ class ContainerType(ResourceType):
                                                         timeout=values.get("timeout"))
         if name == "setlabels":
             return await self.write(ctx, record, {}, {"labels": values["labels"]})
-        if name == "update":
+        if name == "update":  # Rancher's update process; the fields change through PUT
             return record
         return await ctx.services.instances.stream_action(ctx, record, name, values)
-
-    async def update(self, ctx: RequestContext, record: Record,
-                     values: dict[str, Any]) -> Record:
-        return await super().update(ctx, record, values)
 
 
 def types() -> list[ResourceType]:

@@ -190,9 +190,11 @@ class HostType(ResourceType):
                                transition: Transition) -> None:
         if transition.target == "removed":
             # Free the host key so that registering again makes a new host; revoke the agent.
-            await ctx.services.store.update(record.id, {"lookup_key": None})
+            await ctx.services.store.update(record.id, {"lookup_key": None},
+                                            {"agentState": AgentState.DISCONNECTED.value})
             await revoke_agent_keys(ctx.services.store, record)
             await ctx.services.hub.host_removed(record.id)
+            await remove_placed(ctx.services.store, record)
 
     async def inspect(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         """Run the ``host.inspect`` instruction on the host's agent and return what it saw."""
@@ -206,6 +208,18 @@ class HostType(ResourceType):
             raise invalid("InstructionFailed", None, str(exc)) from exc
         return {"type": "hostInspection", "links": {}, "actions": {},
                 "hostId": format_id(HOST.id_prefix, record.id), **result}
+
+
+async def remove_placed(store: Store, host: Record) -> None:
+    """Containers and volumes of a removed host go with it (the host is not touched: its
+    agent is gone)."""
+    for type_ in ("container", "volume", "storagePool"):
+        placed = await store.list(Query(types=[type_], project_id=host.project_id, limit=10_000,
+                                        conditions=[Condition("hostId", "eq", host.id, "int"),
+                                                    Condition("removed", "null")]))
+        for record in placed:
+            await store.update(record.id, {"state": "removed", "removed": now_ms(),
+                                           "transitioning": "no", "transitioning_message": None})
 
 
 async def revoke_agent_keys(store: Store, host: Record) -> None:

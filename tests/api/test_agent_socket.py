@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from server.agents import package
 from server.api.handlers import SERVICES
+from server.store import NewRecord, Query
 from shared import protocol
 from shared.ids import parse_id
 from tests.api.agent_double import FACTS, attach, connect, hello, register, token
@@ -155,7 +156,7 @@ async def test_bad_first_frames_close_with_a_reason(client: TestClient, frame: s
         await ws.send_str(frame)
     msg = await ws.receive(timeout=5)
     assert msg.type is WSMsgType.CLOSE
-    assert ws.close_code == protocol.CloseCode.INVALID_MESSAGE
+    assert msg.data == protocol.CloseCode.INVALID_MESSAGE
     assert reason in msg.extra
     assert (await client.get("/v1", headers=ADMIN)).status == 200
 
@@ -176,7 +177,7 @@ async def test_bad_frames_in_session_close_with_a_reason(client: TestClient, fra
     else:
         await ws.send_str(frame)
     msg = await ws.receive(timeout=5)
-    assert msg.type is WSMsgType.CLOSE and ws.close_code == protocol.CloseCode.INVALID_MESSAGE
+    assert msg.type is WSMsgType.CLOSE and msg.data == protocol.CloseCode.INVALID_MESSAGE
     assert reason in msg.extra
 
 
@@ -201,7 +202,7 @@ async def test_no_hello_closes_after_the_hello_timeout(client: TestClient) -> No
     ws = await connect(client, await register(client))
     msg = await ws.receive(timeout=10)
     assert msg.type is WSMsgType.CLOSE
-    assert ws.close_code == protocol.CloseCode.HELLO_TIMEOUT and "no hello" in msg.extra
+    assert msg.data == protocol.CloseCode.HELLO_TIMEOUT and "no hello" in msg.extra
 
 
 async def test_agent_socket_needs_agent_credentials(client: TestClient) -> None:
@@ -215,7 +216,7 @@ async def test_second_connection_for_a_host_supersedes_the_first(client: TestCli
     first, _ = await attach(client)
     second, _ = await attach(client)
     msg = await first.receive(timeout=5)
-    assert msg.type is WSMsgType.CLOSE and first.close_code == protocol.CloseCode.SUPERSEDED
+    assert msg.type is WSMsgType.CLOSE and msg.data == protocol.CloseCode.SUPERSEDED
     await second.close()
 
 
@@ -302,9 +303,31 @@ async def test_removing_a_host_closes_its_agent_and_revokes_its_key(client: Test
     resp = await client.delete(f"/v1/hosts/{welcome.host_id}", headers=ADMIN)
     assert (await resp.json())["state"] == "removed"
     msg = await ws.receive(timeout=5)
-    assert msg.type is WSMsgType.CLOSE and ws.close_code == protocol.CloseCode.HOST_REMOVED
+    assert msg.type is WSMsgType.CLOSE and msg.data == protocol.CloseCode.HOST_REMOVED
     with pytest.raises(aiohttp.WSServerHandshakeError):
         await connect(client, creds)
     again = await register(client, "r" * 64)
     assert again["hostId"] != welcome.host_id  # a removed host comes back as a new one
     assert json.dumps(again)
+
+
+async def test_removing_a_host_removes_the_containers_and_volumes_placed_on_it(
+        client: TestClient) -> None:
+    ws, welcome = await attach(client)
+    store = client.server.app[SERVICES].store
+    number = parse_id(welcome.host_id, "1h")
+    assert number is not None
+    host_record = await store.get(number)
+    assert host_record is not None
+    placed = [await store.create(NewRecord(type=t, kind=t, state="running",
+                                           project_id=host_record.project_id,
+                                           data={"hostId": number}))
+              for t in ("container", "volume")]
+    await client.post(f"/v1/hosts/{welcome.host_id}?action=deactivate", headers=ADMIN)
+    await client.delete(f"/v1/hosts/{welcome.host_id}", headers=ADMIN)
+    for record in placed:
+        after = await store.get(record.id)
+        assert after is not None and after.state == "removed" and after.removed is not None
+    pools = await store.list(Query(types=["storagePool"], project_id=host_record.project_id))
+    assert all(p.state == "removed" for p in pools if p.data.get("hostId") == number)
+    await ws.close()
