@@ -16,6 +16,7 @@ from server.api.policy import Verb
 from server.api.query import FIELD_COLUMNS, parse_collection_query, value_kind
 from server.api.render import render_collection, render_resource
 from server.api.schema import Scope
+from server.api.subscribe import subscribe
 from server.api.types import ResourceType
 from server.api.validation import validate_create, validate_input, validate_update
 from server.api.web import SCHEMAS_URL_KEY, VERSIONS, json_response, origin, read_json
@@ -79,6 +80,8 @@ async def api(request: web.Request) -> web.StreamResponse:
             return _root(request, ctx)
         case ["schemas"]:
             return _schemas(ctx)
+        case ["subscribe"]:
+            return await subscribe(request, ctx)
         case ["schemas", schema_id]:
             return _schema(ctx, schema_id)
         case [collection]:
@@ -104,7 +107,8 @@ async def api(request: web.Request) -> web.StreamResponse:
 def _root(request: web.Request, ctx: RequestContext) -> web.Response:
     if request.method != "GET":
         raise MethodNotAllowed(f"{request.method} is not allowed here")
-    links = {"self": ctx.base_url, "schemas": ctx.schemas_url}
+    links = {"self": ctx.base_url, "schemas": ctx.schemas_url,
+             "subscribe": f"{ctx.base_url}/subscribe"}
     for schema in ctx.services.types.schemas():
         if not schema.embedded and policy.can_use(ctx.principal, schema):
             links[schema.collection_name] = f"{ctx.base_url}/{schema.collection_name}"
