@@ -70,6 +70,14 @@ class InstanceEngine:
         host_id = record.data.get("hostId")
         if state != "purging" and isinstance(host_id, int) and record.data.get("externalId") \
                 and not self._services.hub.is_live(host_id):
+            if state == "removing":
+                # Removed here now; the host removes the container when it reconnects
+                # (see Reconciler.on_inventory).
+                removed = await self._services.store.update(record.id, {
+                    "state": "removed", "removed": now_ms(), "transitioning": "no",
+                    "transitioning_message": None}, expected_version=record.version)
+                await release_mounts(self._services.store, removed, volumes_removed=False)
+                return removed
             raise Unavailable(f"host {format_id('1h', host_id)} is disconnected: its agent is "
                               "not connected, so the container cannot be changed now",
                               code="HostNotConnected")

@@ -215,3 +215,22 @@ def test_named_volumes_outlive_their_containers_and_are_deleted_with_their_recor
     assert removed.state == "removed"
     assert docker("volume", "ls", "-q", "--filter", f"name=^{name}$") == ""
     assert api.wait_success(removed.purge()).state == "purged"
+
+
+def test_container_removed_while_its_host_is_away_goes_when_the_host_returns(
+        cluster: Cluster) -> None:
+    api = cluster.client()
+    container = api.wait_success(api.create_container(
+        imageUuid=f"docker:{IMAGE}", command=SLEEPER, labels=cluster.labels()))
+    host = container.hostId
+    cluster.kill_agent()
+    wait_for(lambda: cluster.server.get_host(host)["state"] != "active", 5, "the host to go")
+    with pytest.raises(gdapi.ApiError) as refused:
+        container.stop()
+    assert refused.value.error.status == 503 and host in refused.value.error.message
+    removed = api.delete(container)
+    assert removed.state == "removed"
+    assert docker_state(container.uuid) is not None  # still there: its host is away
+    cluster.start_agent()
+    wait_for(lambda: docker_state(container.uuid) is None, 10,
+             "the host to remove the container when it returns")
