@@ -149,6 +149,7 @@ class AgentConnection:
                 log.debug("received %s", redact(str(text)[:2000]))
             match message:
                 case protocol.Request():
+                    self._dispatcher.prepare(message)
                     self._spawn(self._dispatcher.handle(message, lambda m: self._send(ws, m)))
                 case protocol.StreamData() | protocol.StreamResize() | protocol.StreamClose():
                     self._dispatcher.deliver(message)

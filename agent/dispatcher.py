@@ -60,6 +60,12 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._locks: dict[str, _KeyLock] = {}
 
+    def prepare(self, request: protocol.Request) -> None:
+        """Open a stream's inbox as soon as its request arrives, before its task runs, so
+        that input sent right behind the request is not lost."""
+        if request.name in self._streaming:
+            self._inboxes.setdefault(request.id, asyncio.Queue())
+
     def deliver(self, message: StreamInput) -> None:
         """Hand stream input to the running stream it names; ignore it for a finished one."""
         inbox = self._inboxes.get(message.stream_id)
@@ -89,8 +95,8 @@ class Dispatcher:
         await send(reply)
 
     async def _stream(self, request: protocol.Request, send: Send) -> None:
-        inbox: asyncio.Queue[StreamInput] = asyncio.Queue()
-        self._inboxes[request.id] = inbox
+        self.prepare(request)
+        inbox = self._inboxes[request.id]
         started = time.monotonic()
         try:
             reply = await self._run(request, send, inbox)

@@ -26,9 +26,11 @@ class Harness:
         self.sent.append(message)
 
     def start(self, name: str, **data: object) -> tuple[protocol.Request, asyncio.Task[None]]:
+        """Begin an instruction the way the connection does: inbox first, then the task."""
         request = protocol.Request(id=f"r-{len(self.sent)}-{name}", name=name,
                                    resource_type="container", resource_id="1i1",
                                    data={"uuid": UUID, **data}, timeout_ms=1)
+        self.dispatcher.prepare(request)
         return request, asyncio.create_task(self.dispatcher.handle(request, self.send))
 
     def output(self, request: protocol.Request) -> bytes:
@@ -66,7 +68,6 @@ async def test_followed_logs_run_past_the_timeout_until_the_server_closes_them()
 async def test_exec_relays_input_resizes_and_replies_the_exit_code() -> None:
     h = Harness()
     request, task = h.start("instance.exec", command=["sh"], tty=True)
-    await asyncio.sleep(0)  # the stream's inbox opens as soon as its task runs
     h.dispatcher.deliver(protocol.StreamResize(stream_id=request.id, cols=80, rows=24))
     h.dispatcher.deliver(protocol.StreamData(stream_id=request.id,
                                              data=base64.b64encode(b"typed\n").decode()))
