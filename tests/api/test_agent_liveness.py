@@ -17,7 +17,7 @@ from tests.conftest import make_settings
 
 @pytest.fixture
 def settings(tmp_path: Any) -> Settings:
-    return make_settings(tmp_path / "data", ping_interval=0.2, disconnect_grace=1.5,
+    return make_settings(tmp_path / "data", ping_interval=0.5, disconnect_grace=2.5,
                          hello_timeout=1.0)
 
 
@@ -44,7 +44,7 @@ async def test_silent_agent_goes_reconnecting_then_disconnected(client: TestClie
 async def test_answering_agent_stays_active_and_returns_after_a_drop(client: TestClient) -> None:
     ws, welcome = await attach(client)
     reader = asyncio.create_task(ws.receive())  # keeps the client answering pings
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(2.0)  # four ping rounds
     assert (await host(client, welcome.host_id))["agentState"] == "active"
     await ws.close()
     reader.cancel()
