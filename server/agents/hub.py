@@ -95,6 +95,8 @@ class AgentHub:
             entry.connected = False
             entry.last_seen = session.last_seen
             self._evaluate(session.host_id, entry, time.monotonic())
+            if entry.state is AgentState.DISCONNECTED and session.host_id not in self._dirty:
+                del self._liveness[session.host_id]  # already recorded; nothing left to time
 
     async def host_removed(self, host_id: int) -> None:
         self._liveness.pop(host_id, None)
