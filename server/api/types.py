@@ -37,18 +37,13 @@ def transitions(**table: tuple[set[str], str]) -> dict[str, Transition]:
 # Rancher's template for credentials, accounts and the like: its actions, the states they
 # are valid in, and the transitions they make.
 TEMPLATE_STATES = ("active", "inactive", "removed", "purged")
-TEMPLATE_ACTIONS = {
-    "activate": Action(frozenset({"inactive"})),
-    "deactivate": Action(frozenset({"active"})),
-    "remove": Action(frozenset({"inactive", "active"})),
-    "purge": Action(frozenset({"removed"})),
-}
 TEMPLATE = transitions(
     activate=({"inactive"}, "active"),
     deactivate=({"active"}, "inactive"),
     remove=({"inactive", "active"}, "removed"),
     purge=({"removed"}, "purged"),
 )
+TEMPLATE_ACTIONS = {name: Action(t.sources) for name, t in TEMPLATE.items()}
 
 
 def now_ms() -> int:
