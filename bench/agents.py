@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -614,15 +615,21 @@ def docs_section(report: Report, args: argparse.Namespace) -> str:
     return "\n".join([*lines, MARK_END])
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else INTRO
-    start, end = text.find(MARK_START), text.find(MARK_END)
+def write_section(section: str, start_mark: str, end_mark: str,
+                  prepare: Callable[[str], str] = lambda text: text) -> None:
+    """Replace one benchmark's section of the docs (between its markers), or append it."""
+    text = prepare(DOCS.read_text() if DOCS.exists() else INTRO)
+    start, end = text.find(start_mark), text.find(end_mark)
     if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(MARK_END):]
+        text = text[:start] + section + text[end + len(end_mark):]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(text)
+
+
+def write_docs(section: str) -> None:
+    write_section(section, MARK_START, MARK_END)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -44,7 +44,6 @@ import psutil
 from agents import (
     ADMIN_ACCESS,
     ADMIN_SECRET,
-    INTRO,
     MIB,
     SHUTDOWN_LIMIT,
     STARTUP_TIMEOUT,
@@ -56,6 +55,7 @@ from agents import (
     _verdict,
     basic_auth,
     free_port,
+    write_section,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -606,14 +606,7 @@ def _with_about(text: str) -> str:
 
 
 def write_docs(section: str) -> None:
-    text = _with_about(DOCS.read_text() if DOCS.exists() else INTRO)
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(MARK_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
+    write_section(section, MARK_START, MARK_END, _with_about)
 
 
 def _parser() -> argparse.ArgumentParser:
