@@ -75,7 +75,32 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class ServerProcess:
+class BenchProcess:
+    """A subprocess under measurement, stopped with SIGTERM and timed, killed if it hangs."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    async def stop(self) -> tuple[float | None, int | None]:
+        """SIGTERM; the seconds the process took to exit (None if it had to be killed) and
+        its exit status."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None, self._proc.returncode if self._proc is not None else None
+        started = time.monotonic()
+        self._proc.send_signal(signal.SIGTERM)
+        while time.monotonic() - started < SHUTDOWN_LIMIT:
+            if self._proc.poll() is not None:
+                return time.monotonic() - started, self._proc.returncode
+            await asyncio.sleep(0.02)
+        self.kill()
+        return None, self._proc.returncode
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+
+
+class ServerProcess(BenchProcess):
     """A ``corral-server`` subprocess on loopback, its log in a file, always stopped."""
 
     def __init__(self, data_dir: Path, port: int, ping_interval: float, log_path: Path) -> None:
@@ -130,25 +155,6 @@ class ServerProcess:
         if proc.returncode != 0 or found is None:
             raise BenchError(f"registration-command failed: {err.decode().strip()}")
         return found.group(1)
-
-    async def stop(self) -> tuple[float | None, int | None]:
-        """SIGTERM; the seconds the server took to exit (None if it had to be killed) and its
-        exit status."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None, self._proc.returncode if self._proc is not None else None
-        started = time.monotonic()
-        self._proc.send_signal(signal.SIGTERM)
-        while time.monotonic() - started < SHUTDOWN_LIMIT:
-            if self._proc.poll() is not None:
-                return time.monotonic() - started, self._proc.returncode
-            await asyncio.sleep(0.02)
-        self.kill()
-        return None, self._proc.returncode
-
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
 
     def log_size(self) -> int:
         return self.log_path.stat().st_size

@@ -48,6 +48,7 @@ from agents import (
     SHUTDOWN_LIMIT,
     STARTUP_TIMEOUT,
     BenchError,
+    BenchProcess,
     ServerProcess,
     _cpu,
     _die_with_parent,
@@ -82,7 +83,7 @@ AGENT_CALL = re.compile(r"instruction (instance\.\w+) container (\w+): ok in (\d
 # --- the agent process -------------------------------------------------------------------
 
 
-class AgentProcess:
+class AgentProcess(BenchProcess):
     """A ``corral-agent`` subprocess for this machine's Docker engine, its log in a file."""
 
     def __init__(self, state_dir: Path, log_path: Path) -> None:
@@ -101,24 +102,6 @@ class AgentProcess:
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
-
-    async def stop(self) -> tuple[float | None, int | None]:
-        """SIGTERM; the seconds the agent took to exit (None if killed) and its exit status."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None, self._proc.returncode if self._proc is not None else None
-        started = time.monotonic()
-        self._proc.send_signal(signal.SIGTERM)
-        while time.monotonic() - started < SHUTDOWN_LIMIT:
-            if self._proc.poll() is not None:
-                return time.monotonic() - started, self._proc.returncode
-            await asyncio.sleep(0.02)
-        self.kill()
-        return None, self._proc.returncode
-
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()

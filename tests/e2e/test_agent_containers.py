@@ -29,6 +29,7 @@ from shared import protocol
 from shared.errors import ErrorCode
 from tests.support.processes import free_port
 from tests.support.timing import seconds, wait_for
+from tests.unit.agent.fakes import blank_spec
 
 IMAGE = os.environ.get("CORRAL_TEST_IMAGE", "corral-test/busybox:latest")
 TEST_LABEL = "io.corral.test"
@@ -48,19 +49,9 @@ def ours() -> list[str]:
 
 
 def spec(command: list[str] | None = None, **overrides: Any) -> dict[str, Any]:
-    value: dict[str, Any] = {
-        "uuid": str(uuidlib.uuid4()), "name": None, "image": IMAGE,
-        "command": command or ["sleep", "300"], "entryPoint": None, "environment": {},
-        "labels": {TEST_LABEL: RUN}, "ports": [], "expose": [], "binds": [], "volumes": [],
-        "volumesFrom": [], "networkMode": None, "dns": [], "dnsSearch": [], "capAdd": [],
-        "capDrop": [], "extraHosts": [], "restartPolicy": None, "cpuShares": None,
-        "memory": None, "memorySwap": None, "cpuSet": None, "user": None, "workingDir": None,
-        "hostname": None, "domainName": None, "pidMode": None, "ipcMode": None,
-        "privileged": False, "tty": False, "stdinOpen": False, "readOnly": False,
-        "devices": [], "logConfig": None, "ulimits": [],
-    }
-    value.update(overrides)
-    return value
+    return blank_spec(**{"uuid": str(uuidlib.uuid4()), "image": IMAGE,
+                         "command": command or ["sleep", "300"], "labels": {TEST_LABEL: RUN},
+                         **overrides})
 
 
 class Agent:

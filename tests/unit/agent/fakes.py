@@ -141,6 +141,22 @@ PULL_EVENTS: list[dict[str, Any]] = [
 ]
 
 
+def blank_spec(**overrides: Any) -> dict[str, Any]:
+    """A normalised container spec as the server sends it: every key present, all unset."""
+    value: dict[str, Any] = {
+        "uuid": None, "name": None, "image": None, "command": None, "entryPoint": None,
+        "environment": {}, "labels": {}, "ports": [], "expose": [], "binds": [], "volumes": [],
+        "volumesFrom": [], "networkMode": None, "dns": [], "dnsSearch": [], "capAdd": [],
+        "capDrop": [], "extraHosts": [], "restartPolicy": None, "cpuShares": None,
+        "memory": None, "memorySwap": None, "cpuSet": None, "user": None, "workingDir": None,
+        "hostname": None, "domainName": None, "pidMode": None, "ipcMode": None,
+        "privileged": False, "tty": False, "stdinOpen": False, "readOnly": False,
+        "devices": [], "logConfig": None, "ulimits": [],
+    }
+    value.update(overrides)
+    return value
+
+
 def image_key(ref: str) -> str:
     """``busybox`` and ``busybox:latest`` name the same image."""
     last = ref.rsplit("/", 1)[-1]

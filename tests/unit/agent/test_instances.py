@@ -20,7 +20,7 @@ from agent.handlers import HANDLERS
 from agent.runtime import RuntimeUnavailable
 from shared import protocol
 from shared.errors import ErrorCode, InstructionError
-from tests.unit.agent.fakes import FakeRuntime
+from tests.unit.agent.fakes import FakeRuntime, blank_spec
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "docker"
 UUID = "0b7c5f3e-1d2a-4c6b-9e8f-a1b2c3d4e5f6"
@@ -30,18 +30,7 @@ WAIT = 5.0  # reached only when something is broken
 
 def spec(**overrides: Any) -> dict[str, Any]:
     """A normalised spec as the server sends it: every key present."""
-    value: dict[str, Any] = {
-        "uuid": UUID, "name": None, "image": IMAGE, "command": None, "entryPoint": None,
-        "environment": {}, "labels": {}, "ports": [], "expose": [], "binds": [], "volumes": [],
-        "volumesFrom": [], "networkMode": None, "dns": [], "dnsSearch": [], "capAdd": [],
-        "capDrop": [], "extraHosts": [], "restartPolicy": None, "cpuShares": None,
-        "memory": None, "memorySwap": None, "cpuSet": None, "user": None, "workingDir": None,
-        "hostname": None, "domainName": None, "pidMode": None, "ipcMode": None,
-        "privileged": False, "tty": False, "stdinOpen": False, "readOnly": False,
-        "devices": [], "logConfig": None, "ulimits": [],
-    }
-    value.update(overrides)
-    return value
+    return blank_spec(**{"uuid": UUID, "image": IMAGE, **overrides})
 
 
 class Outbox:
