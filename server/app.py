@@ -20,12 +20,13 @@ from server.config import Settings
 from server.engine.instances import InstanceEngine
 from server.engine.reconcile import Reconciler
 from server.engine.registries import RegistryAuth
-from server.events import EventBus
+from server.feed import ChangeFeed
 from server.resources import build_types
 from server.security import ServerKey
 from server.services import Services
-from server.store import Record
-from server.store.sql import SqlStore, sqlite_url
+from server.sockets import ClientSockets
+from server.store.sql import SqlStore
+from server.store.urls import sqlite_url
 from shared.protocol import AGENT_PATH
 
 log = logging.getLogger(__name__)
@@ -51,19 +52,24 @@ def setup_routes(app: web.Application) -> None:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    events = EventBus()
     key_cache = KeyCache()
+    feeds: list[ChangeFeed] = []
 
-    def on_change(record: Record) -> None:
-        events.publish(record)
-        key_cache.on_change(record)
+    def on_commit(seq: int) -> None:
+        for feed in feeds:
+            feed.notify(seq)
 
     store = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir),
-                                on_change=on_change)
+                                on_change=key_cache.on_change, on_commit=on_commit)
+    # Other server processes on the same PostgreSQL commit too: look for their changes.
+    feed = ChangeFeed(store, poll_interval=1.0 if store.dialect == "postgresql" else None,
+                      keep=settings.change_log_keep)
+    feeds.append(feed)
     server_key = ServerKey.load_or_create(settings.data_dir)
     hub = AgentHub(store, settings)
     services = Services(settings=settings, store=store, types=build_types(),
-                        server_key=server_key, events=events, hub=hub, key_cache=key_cache)
+                        server_key=server_key, feed=feed, hub=hub, key_cache=key_cache,
+                        sockets=ClientSockets())
     services.instances = InstanceEngine(services)
     services.reconciler = Reconciler(services)
     services.registries = RegistryAuth(services)
@@ -72,6 +78,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     first = await bootstrap(store, settings, server_key)
     if first is not None:
         print(banner(first), file=sys.stdout, flush=True)
+    await feed.start()
     await hub.start()
     # Operations under way when the server stopped carry on once their hosts reconnect.
     await services.instances.resume()
@@ -80,19 +87,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     finally:
         await services.instances.stop()
         await hub.stop()
+        await feed.stop()
         await store.close()
 
 
-async def _close_agents(app: web.Application) -> None:
-    # Websocket handlers keep running until their sockets close: close them before the
-    # server waits for its handlers to finish.
-    await app[SERVICES].hub.stop()
+async def _close_sockets(app: web.Application) -> None:
+    # Websocket handlers keep running until their sockets close: close them (agents, change
+    # subscriptions, streams) before the server waits for its handlers to finish.
+    services = app[SERVICES]
+    await services.feed.stop()
+    await services.sockets.close_all()
+    await services.hub.stop()
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[api_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_services)
-    app.on_shutdown.append(_close_agents)
+    app.on_shutdown.append(_close_sockets)
     setup_routes(app)
     return app

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from server.config import Settings
+from server.store import StoreUnavailable
 from shared.logformat import formatter
 
 
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
                                            "(env CORRAL_DATA_DIR, /var/lib/corral-server)")
     parser.add_argument("--public-url", help="URL hosts reach this server at "
                                              "(env CORRAL_PUBLIC_URL)")
+    parser.add_argument("--db", help="database: postgresql://USER:PASSWORD@HOST:PORT/DB or "
+                                     "sqlite:///PATH (env CORRAL_DATABASE_URL; default SQLite "
+                                     "in the data dir)")
     parser.add_argument("--log-level", default=os.environ.get("CORRAL_LOG_LEVEL", "INFO"))
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     return parser
@@ -46,12 +50,17 @@ async def _print_registration(settings: Settings) -> int:
     from server.bootstrap import default_token, public_origin
     from server.resources.credentials import registration_commands, registration_url
     from server.security import ServerKey
-    from server.store.sql import SqlStore, sqlite_url
+    from server.store.sql import SqlStore
+    from server.store.urls import sqlite_url
 
     if not (settings.data_dir / "server.key").exists():
         print(f"corral-server: no server data in {settings.data_dir}", file=sys.stderr)
         return 1
-    store = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir))
+    try:
+        store = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir))
+    except StoreUnavailable as exc:
+        print(f"corral-server: {exc}", file=sys.stderr)
+        return 1
     try:
         token = await default_token(store, ServerKey.load_or_create(settings.data_dir))
     finally:
@@ -70,10 +79,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         _setup_logging(args.log_level, args.log_format)
         settings = Settings.from_sources(
             {"host": args.host, "port": args.port, "data_dir": args.data_dir,
-             "public_url": args.public_url}, os.environ)
+             "public_url": args.public_url, "database_url": args.db}, os.environ)
     except ValueError as exc:
         print(f"corral-server: {exc}", file=sys.stderr)
         sys.exit(2)
+    except StoreUnavailable as exc:
+        print(f"corral-server: {exc}", file=sys.stderr)
+        sys.exit(1)
     if args.command == "registration-command":
         sys.exit(asyncio.run(_print_registration(settings)))
     from server.app import create_app
@@ -81,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         web.run_app(create_app(settings), host=settings.host, port=settings.port,
                     print=None, shutdown_timeout=5)
+    except StoreUnavailable as exc:
+        print(f"corral-server: {exc}", file=sys.stderr)
+        sys.exit(1)
     except OSError as exc:
         print(f"corral-server: cannot listen on {settings.host}:{settings.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)

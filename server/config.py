@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.security import Secret
+from server.store.urls import engine_url
 
 DEFAULT_DATA_DIR = Path("/var/lib/corral-server")
 
@@ -20,7 +21,7 @@ class Settings:
     public_url: str | None = None
     admin_access_key: str | None = None
     admin_secret_key: Secret | None = field(default=None, repr=False)
-    database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)
     ping_interval: float = 5.0
     disconnect_grace: float = 15.0
     report_interval: float = 60.0
@@ -28,6 +29,8 @@ class Settings:
     instruction_timeout: float = 45.0
     max_body_bytes: int = 1024 * 1024
     agent_queue_size: int = 256
+    # The change log keeps at least this many entries (and every one younger than 10 min).
+    change_log_keep: int = 100_000
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
@@ -55,6 +58,7 @@ class Settings:
         if ping <= 0 or grace <= ping:
             raise ValueError("the ping interval must be positive and shorter than the grace")
         public_url = pick("public_url", "CORRAL_PUBLIC_URL", None)
+        database = pick("database_url", "CORRAL_DATABASE_URL", None) or None
         return cls(
             data_dir=Path(str(pick("data_dir", "CORRAL_DATA_DIR", DEFAULT_DATA_DIR))),
             host=str(pick("host", "CORRAL_HOST", "0.0.0.0")),
@@ -62,7 +66,8 @@ class Settings:
             public_url=str(public_url).rstrip("/") if public_url else None,
             admin_access_key=access,
             admin_secret_key=Secret(secret) if secret else None,
-            database_url=environ.get("CORRAL_DATABASE_URL") or None,
+            # Checked here, so that a bad URL is one line before anything starts.
+            database_url=engine_url(str(database)) if database else None,
             ping_interval=ping,
             disconnect_grace=grace,
         )

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 from server.api.auth import KeyCache
 from server.api.types import TypeRegistry
 from server.config import Settings
-from server.events import EventBus
+from server.feed import ChangeFeed
 from server.security import ServerKey
+from server.sockets import ClientSockets
 from server.store import Store
 
 if TYPE_CHECKING:
@@ -26,9 +27,10 @@ class Services:
     store: Store
     types: TypeRegistry
     server_key: ServerKey
-    events: EventBus
+    feed: ChangeFeed
     hub: AgentHub
     key_cache: KeyCache
+    sockets: ClientSockets
     # Built from the services above, right after them (they need the services themselves).
     instances: InstanceEngine = field(init=False)
     reconciler: Reconciler = field(init=False)

@@ -12,7 +12,18 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.config import Settings
 from server.security import Secret
+from tests.support.databases import SQLITE, backends, test_database
 from tests.support.processes import ACCESS_KEY, SECRET_KEY, ServerProcess, free_port
+
+# Layers whose tests run on every database backend; the others (end-to-end flows) on SQLite.
+EVERY_BACKEND = ("tests/api/", "tests/unit/server/test_store", "tests/unit/server/engine/")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database" in metafunc.fixturenames:
+        path = str(metafunc.definition.path.relative_to(metafunc.config.rootpath))
+        every = any(path.startswith(prefix) for prefix in EVERY_BACKEND)
+        metafunc.parametrize("database", backends() if every else [SQLITE], indirect=True)
 
 
 def basic(access: str, secret: str) -> dict[str, str]:
@@ -34,8 +45,15 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "data")
+async def database(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """The ``--db`` URL of a fresh database for this test (None: SQLite in the data dir)."""
+    async with test_database(request.param) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: str | None) -> Settings:
+    return make_settings(tmp_path / "data", database_url=database)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -26,6 +26,9 @@ from server.agents.session import ServerStream
 from server.api.errors import Unauthorized
 from server.api.handlers import SERVICES
 from shared.errors import HostNotConnected, InstructionError
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 TICKET_SECONDS = 60.0
 MAX_CLIENT_FRAME = 1024 * 1024
@@ -99,6 +102,12 @@ async def stream_socket(request: web.Request) -> web.StreamResponse:
         raise Unauthorized("this stream token is unknown, used or expired: ask for a new one")
     ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, compress=False, heartbeat=30)
     await ws.prepare(request)
+    with services.sockets.holding(ws):
+        return await _relay(ws, services, ticket)
+
+
+async def _relay(ws: web.WebSocketResponse, services: Services,
+                 ticket: Ticket) -> web.WebSocketResponse:
     try:
         stream = services.hub.open_stream(ticket.host_id, ticket.instruction, "container",
                                           ticket.resource_id, ticket.data)

@@ -1,8 +1,13 @@
 """``GET /v1/subscribe?eventNames=resource.change``: the stream of resource changes as a
 websocket, as Rancher's UI and clients consume it. Each change is one text frame:
-``{"name": "resource.change", "resourceType", "resourceId", "data": {"resource": {...}}}``,
-the resource rendered as the API renders it, for the resources the caller may see (within the
-environment in scope, when one is named). A subscriber too slow to keep up is disconnected."""
+``{"name": "resource.change", "sequence", "resourceType", "resourceId", "data": {"resource":
+{...}}}``, the resource rendered as the API renders it when it changed, for the resources the
+caller may see (within the environment in scope, when one is named).
+
+The stream is read from the change log: ``since=<sequence>`` resumes after the last change a
+client saw, and a client that reads slowly falls behind without losing anything. Only a client
+that asks to resume from further back than the log keeps is refused (a 422 before the
+websocket opens; close code 4410 if it falls that far behind while connected)."""
 
 from __future__ import annotations
 
@@ -18,9 +23,11 @@ from server.api.context import RequestContext
 from server.api.errors import invalid
 from server.api.render import public_id, render_resource
 from server.api.schema import Scope
-from server.store import Record
+from server.feed import FeedClosed, ResumeTooOld
+from server.store import Change, Record
 
 EVENT = "resource.change"
+TOO_OLD = 4410
 
 
 def _visible(ctx: RequestContext, record: Record) -> bool:
@@ -34,11 +41,21 @@ def _visible(ctx: RequestContext, record: Record) -> bool:
     return True
 
 
-def change_event(ctx: RequestContext, record: Record) -> dict[str, Any]:
+def change_event(ctx: RequestContext, change: Change) -> dict[str, Any]:
+    record = change.record
     rtype = ctx.services.types.get(record.type)
     assert rtype is not None
-    return {"name": EVENT, "resourceType": record.type, "resourceId": public_id(rtype, record.id),
+    return {"name": EVENT, "sequence": change.seq, "resourceType": record.type,
+            "resourceId": public_id(rtype, record.id),
             "data": {"resource": render_resource(ctx, rtype, record)}}
+
+
+def _since(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise invalid("InvalidFormat", "since", "since must be a change sequence number")
+    return int(raw)
 
 
 async def subscribe(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
@@ -47,25 +64,40 @@ async def subscribe(request: web.Request, ctx: RequestContext) -> web.StreamResp
     if unknown:
         raise invalid("InvalidOption", "eventNames",
                       f"unknown event name {unknown[0]!r}: this server sends {EVENT}")
+    since = _since(request.query.get("since"))
+    if since is not None and since < await ctx.services.store.pruned_through():
+        raise invalid("InvalidOption", "since",
+                      f"changes after {since} are no longer kept; list the resources again "
+                      "and subscribe without since")
+    # Placed before the handshake completes, so that no change after it is missed.
+    cursor = ctx.services.feed.follow(since)
     ws = web.WebSocketResponse(compress=False, heartbeat=30)
     await ws.prepare(request)
-    subscription = ctx.services.events.subscribe()
+    ctx.services.sockets.add(ws)
     reader = asyncio.create_task(_drain_client(ws))
     try:
         while not ws.closed:
-            getter = asyncio.create_task(subscription.get())
+            getter = asyncio.create_task(cursor.next_batch())
             done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError, FeedClosed, ResumeTooOld):
+                    await getter
                 break
-            record = getter.result()
-            if record is None:
-                await ws.close(code=1008, message=b"too slow to keep up with the changes")
+            try:
+                batch = getter.result()
+            except ResumeTooOld as exc:
+                await ws.close(code=TOO_OLD, message=str(exc).encode()[:120])
                 break
-            if _visible(ctx, record):
-                await ws.send_str(json.dumps(change_event(ctx, record), separators=(",", ":")))
+            except FeedClosed:
+                await ws.close(code=1001, message=b"server shutting down")
+                break
+            for change in batch:
+                if _visible(ctx, change.record):
+                    await ws.send_str(json.dumps(change_event(ctx, change),
+                                                 separators=(",", ":")))
     finally:
-        subscription.close()
+        ctx.services.sockets.discard(ws)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader

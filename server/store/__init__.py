@@ -1,6 +1,10 @@
-"""Persistence behind one interface (``Store``); SQLite now, PostgreSQL through the same code."""
+"""Persistence behind one interface (``Store``): SQLite or PostgreSQL through the same code."""
 
 from server.store.interface import (
+    SYSTEM,
+    Actor,
+    ActorKind,
+    Change,
     Condition,
     Conflict,
     NewRecord,
@@ -8,6 +12,9 @@ from server.store.interface import (
     Record,
     Store,
     StoreError,
+    StoreUnavailable,
+    Transaction,
 )
 
-__all__ = ["Condition", "Conflict", "NewRecord", "Query", "Record", "Store", "StoreError"]
+__all__ = ["SYSTEM", "Actor", "ActorKind", "Change", "Condition", "Conflict", "NewRecord",
+           "Query", "Record", "Store", "StoreError", "StoreUnavailable", "Transaction"]

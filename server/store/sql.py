@@ -1,45 +1,72 @@
-"""The SQL store: SQLAlchemy Core on an async engine (SQLite with WAL by default)."""
+"""The SQL store: SQLAlchemy Core on an async engine, SQLite (WAL) or PostgreSQL (asyncpg).
+
+Every write is a transaction (``transact``) that appends its change-log entries before it
+commits. The change log's sequence numbers follow commit order: SQLite has one writer at a
+time, and on PostgreSQL each transaction takes an advisory lock just before it writes its
+entries, held until it commits, so that a reader that has seen sequence number N never later
+finds a smaller one appear.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import time
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, event, false, not_, or_, select
-from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, delete, event, func, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.store import tables
 from server.store.interface import (
     COLUMNS,
-    Condition,
+    SYSTEM,
+    Actor,
+    Change,
+    ChangeKind,
     Conflict,
     NewRecord,
     NotFoundError,
     Query,
     Record,
+    StoreUnavailable,
+    T,
+    Work,
 )
 from server.store.migrations import migrate
+from server.store.sql_expr import (
+    condition,
+    expression,
+    mirrored,
+    record_from_json,
+    record_json,
+    to_record,
+)
+from server.store.urls import connect_options, printable
+from server.store.urls import sqlite_url as sqlite_url
 
 ChangeListener = Callable[[Record], None]
+CommitListener = Callable[[int], None]
 _t = tables.resource
+_log = tables.change_log
+# Key of the advisory lock that orders change-log writes on PostgreSQL.
+CHANGE_LOG_LOCK = 0x636C6F67  # "clog"
+PRUNED_THROUGH = "changes_pruned_through"
+CONNECT_TIMEOUT = 10.0
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def sqlite_url(data_dir: Path) -> str:
-    return f"sqlite+aiosqlite:///{data_dir / 'corral.db'}"
-
-
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Transactions are begun by _on_sqlite_begin, not by the driver's guesswork.
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     # WAL lets readers proceed during a write; NORMAL sync is durable across process crashes.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -50,112 +77,75 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-class SqlStore:
-    """``Store`` on any SQLAlchemy async URL; announces every write to ``on_change``.
+def _on_sqlite_begin(conn: Any) -> None:
+    # A write takes the database's write lock at BEGIN, so two processes never both read and
+    # then fail to upgrade to writing.
+    write = conn.get_execution_options().get("corral_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
-    Writes run as tasks of their own, shielded from the caller: a request handler cancelled
-    mid-write can neither leave a transaction (and SQLite's write lock) half-done nor lose the
-    write. SQLite allows one writer at a time, so its writes also queue on an in-process lock
-    rather than spinning on the database's busy timeout.
-    """
 
-    def __init__(self, engine: AsyncEngine, on_change: ChangeListener | None = None) -> None:
-        self._engine = engine
-        self._on_change = on_change
-        self._serial = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock()
-        self._writes: set[asyncio.Task[Any]] = set()
+class _Pending:
+    """A record written in the open transaction: its latest state and what changed."""
 
-    async def _write(self, work: Callable[[AsyncConnection], Awaitable[Record]]) -> Record:
-        """Run ``work`` in a transaction of its own; announce the record once committed."""
+    __slots__ = ("fields", "kind", "record")
 
-        async def transaction() -> Record:
-            lock = self._write_lock if self._serial else contextlib.nullcontext()
-            async with lock, self._engine.begin() as conn:
-                record = await work(conn)
-            self._announce(record)
-            return record
+    def __init__(self, kind: ChangeKind, record: Record, fields: set[str]) -> None:
+        self.kind = kind
+        self.record = record
+        self.fields = fields
 
-        task: asyncio.Task[Record] = asyncio.ensure_future(transaction())
-        self._writes.add(task)
-        task.add_done_callback(_settled(self._writes))
-        return await asyncio.shield(task)
 
-    @classmethod
-    async def open(cls, url: str, on_change: ChangeListener | None = None) -> SqlStore:
-        """Connect, apply pending migrations and return the store."""
-        engine = create_async_engine(url)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
-        try:
-            async with engine.begin() as conn:
-                await conn.run_sync(migrate)
-        except BaseException:
-            await engine.dispose()
-            raise
-        return cls(engine, on_change)
+class SqlTransaction:
+    """The ``Transaction`` of one open database transaction."""
 
-    async def close(self) -> None:
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
-        await self._engine.dispose()
+    def __init__(self, conn: AsyncConnection, postgres: bool) -> None:
+        self._conn = conn
+        self._postgres = postgres
+        self.written: dict[int, _Pending] = {}
 
-    def _announce(self, record: Record) -> None:
-        if self._on_change is not None:
-            self._on_change(record)
+    async def get(self, record_id: int) -> Record | None:
+        row = (await self._conn.execute(select(_t).where(_t.c.id == record_id))).first()
+        return to_record(row) if row is not None else None
+
+    async def get_by_lookup(self, type_: str, lookup_key: str) -> Record | None:
+        stmt = select(_t).where(_t.c.type == type_, _t.c.lookup_key == lookup_key)
+        row = (await self._conn.execute(stmt)).first()
+        return to_record(row) if row is not None else None
+
+    async def get_by_uuid(self, uuid: str) -> Record | None:
+        row = (await self._conn.execute(select(_t).where(_t.c.uuid == uuid))).first()
+        return to_record(row) if row is not None else None
+
+    async def list(self, query: Query) -> list[Record]:
+        rows = (await self._conn.execute(_select(query))).all()
+        return [to_record(row) for row in rows]
+
+    async def lock(self, record_id: int) -> Record | None:
+        stmt = select(_t).where(_t.c.id == record_id)
+        if self._postgres:
+            stmt = stmt.with_for_update()
+        row = (await self._conn.execute(stmt)).first()
+        return to_record(row) if row is not None else None
 
     async def create(self, new: NewRecord) -> Record:
+        data = dict(new.data)
         values = {
             "type": new.type, "kind": new.kind, "uuid": new.uuid or str(uuidlib.uuid4()),
             "name": new.name, "description": new.description, "state": new.state,
             "project_id": new.project_id, "account_id": new.account_id, "created": now_ms(),
             "removed": None, "transitioning": new.transitioning,
             "transitioning_message": new.transitioning_message, "transitioning_progress": None,
-            "lookup_key": new.lookup_key, "data": dict(new.data), "version": 1,
+            "lookup_key": new.lookup_key, "data": data, "version": 1, **mirrored(data),
         }
-        async def insert(conn: AsyncConnection) -> Record:
-            result = await conn.execute(_t.insert().values(**values).returning(*_t.c))
-            return _to_record(result.one())
-
         try:
-            return await self._write(insert)
+            async with self._conn.begin_nested():
+                result = await self._conn.execute(_t.insert().values(**values)
+                                                  .returning(*_t.c))
         except IntegrityError as exc:
             raise Conflict(f"a {new.type} with that key already exists") from exc
-
-    async def get(self, record_id: int) -> Record | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(_t).where(_t.c.id == record_id))).first()
-        return _to_record(row) if row is not None else None
-
-    async def get_by_lookup(self, type_: str, lookup_key: str) -> Record | None:
-        stmt = select(_t).where(_t.c.type == type_, _t.c.lookup_key == lookup_key)
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
-        return _to_record(row) if row is not None else None
-
-    async def get_by_uuid(self, uuid: str) -> Record | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(_t).where(_t.c.uuid == uuid))).first()
-        return _to_record(row) if row is not None else None
-
-    async def list(self, query: Query) -> list[Record]:
-        clauses: list[ColumnElement[bool]] = [_t.c.type.in_(list(query.types))]
-        if query.project_id is not None:
-            clauses.append(_t.c.project_id == query.project_id)
-        if query.account_id is not None:
-            clauses.append(_t.c.account_id == query.account_id)
-        if query.removed_since is not None:
-            clauses.append(or_(_t.c.removed.is_(None), _t.c.removed >= query.removed_since))
-        clauses.extend(_condition(c) for c in query.conditions)
-        order = _expression(query.sort, query.sort_kind)
-        order_by = [order.desc() if query.descending else order.asc()]
-        if query.sort != "id":
-            order_by.append(_t.c.id.desc() if query.descending else _t.c.id.asc())
-        stmt = (select(_t).where(and_(*clauses)).order_by(*order_by)
-                .limit(query.limit).offset(query.offset))
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [_to_record(row) for row in rows]
+        record = to_record(result.one())
+        self.written[record.id] = _Pending("create", record, set(COLUMNS) | set(data))
+        return record
 
     async def update(
         self,
@@ -167,35 +157,295 @@ class SqlStore:
         unknown = set(changes) - COLUMNS
         if unknown:
             raise ValueError(f"not record columns: {sorted(unknown)}")
-
-        async def apply(conn: AsyncConnection) -> Record:
-            row = (await conn.execute(select(_t).where(_t.c.id == record_id))).first()
-            if row is None:
-                raise NotFoundError(f"record {record_id} does not exist")
-            current = _to_record(row)
-            if expected_version is not None and current.version != expected_version:
-                raise Conflict(f"{current.type} {record_id} was changed by someone else")
-            values: dict[str, Any] = dict(changes)
-            if data:
-                merged = dict(current.data)
-                for key, value in data.items():
-                    if value is None:
-                        merged.pop(key, None)
-                    else:
-                        merged[key] = value
-                values["data"] = merged
-            values["version"] = current.version + 1
-            stmt = (_t.update().where(_t.c.id == record_id, _t.c.version == current.version)
-                    .values(**values).returning(*_t.c))
-            updated = (await conn.execute(stmt)).first()
-            if updated is None:
-                raise Conflict(f"{current.type} {record_id} was changed by someone else")
-            return _to_record(updated)
-
+        current = await self.lock(record_id)
+        if current is None:
+            raise NotFoundError(f"record {record_id} does not exist")
+        if expected_version is not None and current.version != expected_version:
+            raise Conflict(f"{current.type} {record_id} was changed by someone else")
+        values: dict[str, Any] = dict(changes)
+        changed = {k for k, v in changes.items() if getattr(current, k) != v}
+        if data:
+            merged = dict(current.data)
+            for key, value in data.items():
+                if value is None:
+                    if key in merged:
+                        changed.add(key)
+                    merged.pop(key, None)
+                else:
+                    if merged.get(key, _MISSING) != value:
+                        changed.add(key)
+                    merged[key] = value
+            values["data"] = merged
+            values.update(mirrored(merged))
+        values["version"] = current.version + 1
+        stmt = (_t.update().where(_t.c.id == record_id, _t.c.version == current.version)
+                .values(**values).returning(*_t.c))
         try:
-            return await self._write(apply)
+            async with self._conn.begin_nested():
+                updated = (await self._conn.execute(stmt)).first()
         except IntegrityError as exc:
             raise Conflict("that key is already taken") from exc
+        if updated is None:
+            raise Conflict(f"{current.type} {record_id} was changed by someone else")
+        record = to_record(updated)
+        pending = self.written.get(record.id)
+        if pending is None:
+            self.written[record.id] = _Pending("update", record, changed)
+        else:
+            pending.record = record
+            pending.fields |= changed
+        return record
+
+    async def log(self, actor: Actor) -> int | None:
+        """Append the change-log entries of what was written; the last sequence number."""
+        if not self.written:
+            return None
+        if self._postgres:
+            await self._conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                     {"key": CHANGE_LOG_LOCK})
+        at = now_ms()
+        rows = [{"kind": p.kind, "resource_id": p.record.id, "resource_type": p.record.type,
+                 "project_id": p.record.project_id, "fields": sorted(p.fields),
+                 "record": record_json(p.record), "actor": str(actor), "time": at}
+                for p in self.written.values()]
+        last: int | None = None
+        for row in rows:  # one by one: RETURNING with executemany is not on every driver
+            last = (await self._conn.execute(_log.insert().values(**row)
+                                             .returning(_log.c.seq))).scalar_one()
+        return last
+
+
+_MISSING = object()
+
+
+def _select(query: Query) -> Any:
+    clauses: list[Any] = [_t.c.type.in_(list(query.types))]
+    if query.project_id is not None:
+        clauses.append(_t.c.project_id == query.project_id)
+    if query.account_id is not None:
+        clauses.append(_t.c.account_id == query.account_id)
+    if query.removed_since is not None:
+        clauses.append(or_(_t.c.removed.is_(None), _t.c.removed >= query.removed_since))
+    clauses.extend(condition(c) for c in query.conditions)
+    order = expression(query.sort, query.sort_kind)
+    order_by = [order.desc() if query.descending else order.asc()]
+    if query.sort != "id":
+        order_by.append(_t.c.id.desc() if query.descending else _t.c.id.asc())
+    return (select(_t).where(and_(*clauses)).order_by(*order_by)
+            .limit(query.limit).offset(query.offset))
+
+
+class SqlStore:
+    """``Store`` on any supported SQLAlchemy async URL.
+
+    ``on_change`` hears of every record a committed transaction wrote, ``on_commit`` of the
+    newest sequence number of the change log after each commit. Transactions run as tasks of
+    their own, shielded from the caller: a request handler cancelled mid-write can neither
+    leave a transaction (and SQLite's write lock) half-done nor lose the write. SQLite allows
+    one writer at a time, so its transactions also queue on an in-process lock rather than
+    spinning on the database's busy timeout.
+    """
+
+    def __init__(self, engine: AsyncEngine, on_change: ChangeListener | None = None,
+                 on_commit: CommitListener | None = None) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(corral_write=True)
+        self.dialect = engine.dialect.name
+        self._postgres = self.dialect == "postgresql"
+        self._on_change = on_change
+        self._on_commit = on_commit
+        self._write_lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def open(cls, url: str, on_change: ChangeListener | None = None,
+                   on_commit: CommitListener | None = None) -> SqlStore:
+        """Connect, apply pending migrations and return the store.
+
+        Raises StoreUnavailable (one line, no password) when the database cannot be reached.
+        """
+        postgres = url.startswith("postgresql")
+        try:
+            driver_url, connect_args, schema = connect_options(url)
+            if postgres:
+                connect_args["timeout"] = CONNECT_TIMEOUT
+            engine = create_async_engine(driver_url, connect_args=connect_args,
+                                         pool_pre_ping=postgres)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreUnavailable(f"cannot use the database {printable(url)}: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+        try:
+            async with engine.execution_options(corral_write=True).begin() as conn:
+                if schema is not None:
+                    await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                await conn.run_sync(migrate)
+        except BaseException as exc:
+            await engine.dispose()
+            reason = _unreachable(exc)
+            if reason is not None:
+                raise StoreUnavailable(
+                    f"cannot open the database {printable(url)}: {reason}") from None
+            raise
+        return cls(engine, on_change, on_commit)
+
+    async def close(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._engine.dispose()
+
+    # --- writing ------------------------------------------------------------------------
+
+    async def transact(self, work: Work[T], *, actor: Actor = SYSTEM) -> T:
+        async def transaction() -> T:
+            lock = self._write_lock if not self._postgres else contextlib.nullcontext()
+            async with lock:
+                async with self._writer.begin() as conn:
+                    tx = SqlTransaction(conn, self._postgres)
+                    result = await work(tx)
+                    last = await tx.log(actor)
+                self._announce(tx, last)
+            return result
+
+        task: asyncio.Task[T] = asyncio.ensure_future(transaction())
+        self._writes.add(task)
+        task.add_done_callback(_settled(self._writes))
+        return await asyncio.shield(task)
+
+    def _announce(self, tx: SqlTransaction, last: int | None) -> None:
+        if self._on_change is not None:
+            for pending in tx.written.values():
+                self._on_change(pending.record)
+        if last is not None and self._on_commit is not None:
+            self._on_commit(last)
+
+    async def create(self, new: NewRecord, *, actor: Actor = SYSTEM) -> Record:
+        async def work(tx: SqlTransaction) -> Record:
+            return await tx.create(new)
+
+        return await self.transact(work, actor=actor)  # type: ignore[arg-type]
+
+    async def update(
+        self,
+        record_id: int,
+        changes: Mapping[str, Any],
+        data: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+        *,
+        actor: Actor = SYSTEM,
+    ) -> Record:
+        unknown = set(changes) - COLUMNS
+        if unknown:
+            raise ValueError(f"not record columns: {sorted(unknown)}")
+
+        async def work(tx: SqlTransaction) -> Record:
+            return await tx.update(record_id, changes, data, expected_version)
+
+        return await self.transact(work, actor=actor)  # type: ignore[arg-type]
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def get(self, record_id: int) -> Record | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(_t).where(_t.c.id == record_id))).first()
+        return to_record(row) if row is not None else None
+
+    async def get_by_lookup(self, type_: str, lookup_key: str) -> Record | None:
+        stmt = select(_t).where(_t.c.type == type_, _t.c.lookup_key == lookup_key)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return to_record(row) if row is not None else None
+
+    async def get_by_uuid(self, uuid: str) -> Record | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(_t).where(_t.c.uuid == uuid))).first()
+        return to_record(row) if row is not None else None
+
+    async def list(self, query: Query) -> list[Record]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_select(query))).all()
+        return [to_record(row) for row in rows]
+
+    # --- the change log -----------------------------------------------------------------
+
+    async def changes_after(self, seq: int, limit: int = 500) -> builtins.list[Change]:
+        stmt = select(_log).where(_log.c.seq > seq).order_by(_log.c.seq).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [Change(seq=r.seq, kind=r.kind, record=record_from_json(r.record),
+                       fields=tuple(r.fields), actor=r.actor, time=r.time) for r in rows]
+
+    async def last_seq(self) -> int:
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(select(func.max(_log.c.seq)))).scalar()
+        return int(found or 0)
+
+    async def pruned_through(self) -> int:
+        stmt = select(tables.meta.c.value).where(tables.meta.c.key == PRUNED_THROUGH)
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(stmt)).scalar()
+        return int(found or 0)
+
+    async def prune_changes(self, keep: int, older_than_ms: int) -> int:
+        async def prune(conn: AsyncConnection) -> int:
+            newest = (await conn.execute(select(func.max(_log.c.seq)))).scalar() or 0
+            aged = (await conn.execute(select(func.max(_log.c.seq))
+                                       .where(_log.c.time < older_than_ms))).scalar() or 0
+            through = min(newest - keep, aged)
+            if through <= 0:
+                return 0
+            gone = (await conn.execute(delete(_log).where(_log.c.seq <= through))).rowcount
+            await conn.execute(self._upsert(tables.meta, {"key": PRUNED_THROUGH,
+                                                          "value": through}, ["key"]))
+            return int(gone or 0)
+
+        return int(await self._raw_write(prune))
+
+    # --- claims -------------------------------------------------------------------------
+
+    async def claim(self, record_id: int, owner: str, operation: str, ttl_ms: int) -> bool:
+        c = tables.claim
+        at = now_ms()
+        values = {"resource_id": record_id, "owner": owner, "operation": operation,
+                  "expires": at + ttl_ms}
+
+        async def take(conn: AsyncConnection) -> bool:
+            stmt = self._upsert(c, values, ["resource_id"],
+                                where=or_(c.c.expires < at, c.c.owner == owner))
+            return bool((await conn.execute(stmt)).rowcount)
+
+        return bool(await self._raw_write(take))
+
+    async def release(self, record_id: int, owner: str) -> None:
+        c = tables.claim
+
+        async def drop(conn: AsyncConnection) -> None:
+            await conn.execute(delete(c).where(c.c.resource_id == record_id,
+                                               c.c.owner == owner))
+
+        await self._raw_write(drop)
+
+    def _upsert(self, table: Any, values: dict[str, Any], keys: builtins.list[str],
+                where: Any = None) -> Any:
+        insert = postgresql.insert if self._postgres else sqlite.insert
+        stmt = insert(table).values(**values)
+        return stmt.on_conflict_do_update(
+            index_elements=keys, set_={k: v for k, v in values.items() if k not in keys},
+            where=where)
+
+    async def _raw_write(self, work: Callable[[AsyncConnection], Any]) -> Any:
+        """A write outside the resource table (claims, pruning): no change-log entry."""
+
+        async def transaction() -> Any:
+            lock = self._write_lock if not self._postgres else contextlib.nullcontext()
+            async with lock, self._writer.begin() as conn:
+                return await work(conn)
+
+        task: asyncio.Task[Any] = asyncio.ensure_future(transaction())
+        self._writes.add(task)
+        task.add_done_callback(_settled(self._writes))
+        return await asyncio.shield(task)
 
 
 def _settled(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
@@ -209,59 +459,18 @@ def _settled(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], Non
     return done
 
 
-def _to_record(row: Row[Any]) -> Record:
-    m = row._mapping
-    return Record(
-        id=m["id"], type=m["type"], kind=m["kind"], uuid=m["uuid"], name=m["name"],
-        description=m["description"], state=m["state"], project_id=m["project_id"],
-        account_id=m["account_id"], created=m["created"], removed=m["removed"],
-        transitioning=m["transitioning"], transitioning_message=m["transitioning_message"],
-        transitioning_progress=m["transitioning_progress"], lookup_key=m["lookup_key"],
-        data=m["data"] or {}, version=m["version"],
-    )
+def _unreachable(exc: BaseException) -> str | None:
+    """Why the database could not be reached, or None for any other failure."""
+    if isinstance(exc, OSError | TimeoutError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        return (str(orig) or type(orig).__name__).splitlines()[0] if orig is not None \
+            else str(exc).splitlines()[0]
+    name = type(exc).__module__
+    if name.startswith("asyncpg"):  # refused credentials, unknown database
+        return (str(exc) or type(exc).__name__).splitlines()[0]
+    return None
 
 
-def _expression(field: str, kind: str) -> Any:
-    """A column, or a typed path into the JSON data map (dialect-neutral)."""
-    if field in COLUMNS:
-        return _t.c[field]
-    element = _t.c.data[field]
-    if kind == "int":
-        return element.as_integer()
-    if kind == "float":
-        return element.as_float()
-    if kind == "bool":
-        return element.as_boolean()
-    return element.as_string()
 
-
-def _condition(cond: Condition) -> ColumnElement[bool]:
-    expr: Any = _expression(cond.field, cond.kind)
-    value = cond.value
-    clause: ColumnElement[bool]
-    match cond.op:
-        case "eq":
-            clause = expr == value
-        case "ne":
-            clause = or_(expr != value, expr.is_(None))
-        case "lt":
-            clause = expr < value
-        case "lte":
-            clause = expr <= value
-        case "gt":
-            clause = expr > value
-        case "gte":
-            clause = expr >= value
-        case "prefix":
-            clause = expr.startswith(str(value), autoescape=True)
-        case "like":
-            clause = expr.like(str(value))
-        case "notlike":
-            clause = or_(not_(expr.like(str(value))), expr.is_(None))
-        case "null":
-            clause = expr.is_(None)
-        case "notnull":
-            clause = expr.is_not(None)
-        case _:
-            clause = false()
-    return clause

@@ -14,6 +14,7 @@ import pytest
 
 from server.store import Condition, Conflict, NewRecord, Query, Record
 from server.store.interface import NotFoundError
+from server.store.migrations import MIGRATIONS, latest_version
 from server.store.sql import SqlStore, sqlite_url
 
 DEADLOCK_SECONDS = 10.0  # only reached if a thread hangs
@@ -25,8 +26,9 @@ def announced() -> list[Record]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, announced: list[Record]) -> AsyncIterator[SqlStore]:
-    sql_store = await SqlStore.open(sqlite_url(tmp_path), on_change=announced.append)
+async def store(tmp_path: Path, announced: list[Record],
+                database: str | None) -> AsyncIterator[SqlStore]:
+    sql_store = await SqlStore.open(database or sqlite_url(tmp_path), on_change=announced.append)
     try:
         yield sql_store
     finally:
@@ -332,7 +334,7 @@ async def test_reopening_keeps_the_data_and_does_not_migrate_again(tmp_path: Pat
     record = await store.create(widget(lookup_key="k", data={"a": 1}))
     await store.close()
     versions = schema_versions(tmp_path)
-    assert [v for v, _ in versions] == [1]
+    assert [v for v, _ in versions] == [number for number, _, _ in MIGRATIONS]
 
     reopened = await SqlStore.open(sqlite_url(tmp_path))
     try:
@@ -373,8 +375,8 @@ async def open_refused(data_dir: Path) -> tuple[str, list[str]]:
 
 async def test_a_database_from_a_newer_corral_is_refused(tmp_path: Path) -> None:
     message, _ = await open_refused(tmp_path)
-    assert message == ("the database is at schema version 99, newer than this Corral (1); "
-                       "upgrade Corral")
+    assert message == ("the database is at schema version 99, newer than this Corral "
+                       f"({latest_version()}); upgrade Corral")
 
 
 async def test_a_refused_database_leaves_no_connection_open(tmp_path: Path) -> None:
