@@ -10,6 +10,7 @@ from aiohttp import web
 
 from server.agents.endpoint import agent_connect
 from server.agents.hub import AgentHub
+from server.agents.instructions import Instructions
 from server.agents.registration import register, script, wheel
 from server.agents.streams import StreamTickets, stream_socket
 from server.api.auth import KeyCache
@@ -17,9 +18,10 @@ from server.api.handlers import SERVICES, api, versions
 from server.api.web import api_middleware, json_response
 from server.bootstrap import banner, bootstrap
 from server.config import Settings
-from server.engine.instances import InstanceEngine
 from server.engine.reconcile import Reconciler
 from server.engine.registries import RegistryAuth
+from server.engine.runner import Runner, server_owner
+from server.engine.tables import operation_tables
 from server.feed import ChangeFeed
 from server.resources import build_types
 from server.security import ServerKey
@@ -70,7 +72,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     services = Services(settings=settings, store=store, types=build_types(),
                         server_key=server_key, feed=feed, hub=hub, key_cache=key_cache,
                         sockets=ClientSockets())
-    services.instances = InstanceEngine(services)
+    services.instructions = Instructions(hub, store)
+    services.runner = Runner(services, server_owner(settings.data_dir))
+    for type_id, (lifecycle, operations) in operation_tables().items():
+        services.runner.register(type_id, lifecycle, operations)
     services.reconciler = Reconciler(services)
     services.registries = RegistryAuth(services)
     services.streams = StreamTickets()
@@ -81,11 +86,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await feed.start()
     await hub.start()
     # Operations under way when the server stopped carry on once their hosts reconnect.
-    await services.instances.resume()
+    await services.runner.resume()
+    services.runner.start()
     try:
         yield
     finally:
-        await services.instances.stop()
+        await services.runner.stop()
+        await services.instructions.progress.stop()
         await hub.stop()
         await feed.stop()
         await store.close()

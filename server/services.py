@@ -15,10 +15,11 @@ from server.store import Store
 
 if TYPE_CHECKING:
     from server.agents.hub import AgentHub
+    from server.agents.instructions import Instructions
     from server.agents.streams import StreamTickets
-    from server.engine.instances import InstanceEngine
     from server.engine.reconcile import Reconciler
     from server.engine.registries import RegistryAuth
+    from server.engine.runner import Runner
 
 
 @dataclass
@@ -32,7 +33,8 @@ class Services:
     key_cache: KeyCache
     sockets: ClientSockets
     # Built from the services above, right after them (they need the services themselves).
-    instances: InstanceEngine = field(init=False)
+    runner: Runner = field(init=False)
+    instructions: Instructions = field(init=False)
     reconciler: Reconciler = field(init=False)
     registries: RegistryAuth = field(init=False)
     streams: StreamTickets = field(init=False)

@@ -1,20 +1,30 @@
-"""Run an instruction for a resource on its host, keeping the resource's transitioning fields
-right: ``yes`` with the agent's progress while it runs, ``no`` or ``error`` when it ends."""
+"""The one path from the server to its agents' instruction handlers.
+
+Every instruction about a resource goes through ``Instructions.call``: it finds the resource's
+host, sends the request through the hub, and (for operations) copies the agent's progress onto
+the resource. Progress is written by one task of its own, latest message per resource, so a
+slow database never holds up the agent session's read loop. ``api_error`` is the one place
+where an instruction's failure becomes an API error.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from server.store import Record
+from server.api.errors import ApiError, Unavailable, invalid
+from server.store import Conflict, Record, Store
 from shared import protocol
-from shared.errors import InstructionError
-from shared.ids import format_id
+from shared.errors import HostNotConnected, InstructionError
+from shared.ids import format_id, prefix_for
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from server.agents.hub import AgentHub
 
 log = logging.getLogger(__name__)
+SAMPLE_TIMEOUT = 30.0
 
 
 def host_of(record: Record) -> int:
@@ -26,58 +36,93 @@ def host_of(record: Record) -> int:
     return host_id
 
 
-async def run_instruction(services: Services, record: Record, name: str,
-                          data: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-    """Send ``name`` about ``record`` to its host's agent and return the reply's data.
-
-    Raises HostNotConnected at once when the host's agent is not connected, and
-    InstructionError (with the agent's message) when the instruction fails.
-    """
-    store = services.store
-    rtype = services.types.get(record.type)
-    public_id = format_id(rtype.schema.id_prefix, record.id) if rtype else str(record.id)
-
-    async def on_progress(progress: protocol.Progress) -> None:
-        await store.update(record.id, {"transitioning": "yes",
-                                       "transitioning_message": progress.message,
-                                       "transitioning_progress": progress.progress})
-
-    host_id = host_of(record)
-    try:
-        result = await services.hub.call(host_id, name, record.type, public_id, data,
-                                         timeout=timeout, on_progress=on_progress)
-    except InstructionError as exc:
-        log.info("%s on %s %s failed: %s", name, record.type, public_id, exc)
-        if record.transitioning == "yes" or await _was_transitioning(services, record.id):
-            await store.update(record.id, {"transitioning": "error",
-                                           "transitioning_message": str(exc),
-                                           "transitioning_progress": None})
-        raise
-    if await _was_transitioning(services, record.id):
-        await store.update(record.id, {"transitioning": "no", "transitioning_message": None,
-                                       "transitioning_progress": None})
-    return result
+def public_id(record: Record) -> str:
+    base = "instance" if record.type == "container" else record.type
+    return format_id(prefix_for(base), record.id)
 
 
-async def _was_transitioning(services: Services, record_id: int) -> bool:
-    current = await services.store.get(record_id)
-    return current is not None and current.transitioning == "yes"
+def api_error(exc: InstructionError) -> ApiError:
+    """An instruction's failure as the API reports it."""
+    if isinstance(exc, HostNotConnected):
+        return Unavailable(str(exc), code="HostNotConnected")
+    return invalid("InstructionFailed", None, str(exc))
 
 
-async def sample(services: Services, record: Record, name: str, data: dict[str, Any],
-                 output_type: str) -> dict[str, Any]:
-    """A read-only instruction's answer as an API object (stats and the like); no state
-    changes on the record. Raises the API's errors for a host that is away or a failure."""
-    from server.api.errors import Unavailable, invalid
-    from shared.errors import HostNotConnected
+class ProgressWriter:
+    """Copies instruction progress onto resources: the latest report per resource, written by
+    one task, never by the session that received it."""
 
-    rtype = services.types.get(record.type)
-    public_id = format_id(rtype.schema.id_prefix, record.id) if rtype else str(record.id)
-    try:
-        result = await services.hub.call(host_of(record), name, record.type, public_id, data,
-                                         timeout=30)
-    except HostNotConnected as exc:
-        raise Unavailable(str(exc), code="HostNotConnected") from exc
-    except InstructionError as exc:
-        raise invalid("InstructionFailed", None, str(exc)) from exc
-    return {"type": output_type, "id": public_id, "links": {}, "actions": {}, **result}
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._latest: dict[int, protocol.Progress] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def report(self, record_id: int, progress: protocol.Progress) -> None:
+        self._latest[record_id] = progress
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        self._wake.set()
+
+    def forget(self, record_id: int) -> None:
+        """The instruction ended: a report still queued would only be stale."""
+        self._latest.pop(record_id, None)
+
+    async def _drain(self) -> None:
+        while self._latest:
+            record_id, progress = self._latest.popitem()
+            try:
+                current = await self._store.get(record_id)
+                if current is not None and current.transitioning == "yes":
+                    await self._store.update(record_id, {
+                        "transitioning_message": progress.message,
+                        "transitioning_progress": progress.progress},
+                        expected_version=current.version)
+            except Conflict:
+                pass  # the record moved on (its operation ended): the report is stale
+            except Exception:
+                log.exception("could not record progress of record %s", record_id)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class Instructions:
+    def __init__(self, hub: AgentHub, store: Store) -> None:
+        self._hub = hub
+        self.progress = ProgressWriter(store)
+
+    async def call(self, record: Record, name: str, data: dict[str, Any], *,
+                   timeout: float | None = None, track: bool = False,
+                   host_id: int | None = None) -> dict[str, Any]:
+        """Send ``name`` about ``record`` to its host's agent; the reply's data.
+
+        With ``track``, the agent's progress is shown on the record. Raises HostNotConnected
+        at once when the host's agent is not connected, InstructionError (with the agent's
+        message) when the instruction fails.
+        """
+        target = host_id if host_id is not None else host_of(record)
+
+        async def on_progress(progress: protocol.Progress) -> None:
+            self.progress.report(record.id, progress)
+
+        try:
+            return await self._hub.call(target, name, record.type, public_id(record), data,
+                                        timeout=timeout,
+                                        on_progress=on_progress if track else None)
+        finally:
+            if track:
+                self.progress.forget(record.id)
+
+    async def sample(self, record: Record, name: str, data: dict[str, Any],
+                     output_type: str) -> dict[str, Any]:
+        """A read-only instruction's answer as an API object (stats and the like)."""
+        try:
+            result = await self.call(record, name, data, timeout=SAMPLE_TIMEOUT)
+        except InstructionError as exc:
+            raise api_error(exc) from exc
+        return {"type": output_type, "id": public_id(record), "links": {}, "actions": {},
+                **result}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from server.store import Record
+from server.store import Actor, ActorKind, Record
+from shared.ids import format_id
 
 if TYPE_CHECKING:
+    from server.caller import Caller
     from server.services import Services
 
 
@@ -30,6 +32,13 @@ class Principal:
     host_id: int | None = None
     default_project_id: int | None = None
 
+    @property
+    def actor(self) -> Actor:
+        """Who the change log names for what this principal writes."""
+        if self.kind is PrincipalKind.AGENT and self.host_id is not None:
+            return Actor(ActorKind.AGENT, format_id("1h", self.host_id))
+        return Actor(ActorKind.API_KEY, format_id("1c", self.credential_id))
+
 
 @dataclass
 class RequestContext:
@@ -42,11 +51,16 @@ class RequestContext:
     # Where collections of this request live: version_url, or .../projects/1a5 when scoped.
     base_url: str
     services: Services
-    # Values shown once, in the response that created them (a new API key's secret).
-    reveal: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Who acts in this request, for the domain operations it calls.
+    caller: Caller
     # True when the request named its environment (URL or X-API-Project-Id header).
     explicit_project: bool = False
 
     @property
     def schemas_url(self) -> str:
         return f"{self.base_url}/schemas"
+
+    @property
+    def reveal(self) -> dict[int, dict[str, Any]]:
+        """Values shown once, in the response that created them (a new API key's secret)."""
+        return self.caller.reveal

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server import operations
 from server.api import policy
 from server.api.auth import authenticate_api
 from server.api.context import Principal, RequestContext
@@ -18,8 +19,8 @@ from server.api.render import render_collection, render_resource
 from server.api.schema import Scope
 from server.api.subscribe import subscribe
 from server.api.types import ResourceType
-from server.api.validation import validate_create, validate_input, validate_update
 from server.api.web import SCHEMAS_URL_KEY, VERSIONS, json_response, origin, read_json
+from server.caller import Caller
 from server.services import Services
 from server.store import Query, Record
 from shared.ids import format_id, parse_id
@@ -72,8 +73,10 @@ async def api(request: web.Request) -> web.StreamResponse:
                                        services.key_cache)
     header_project = request.headers.get("X-API-Project-Id") or None
     project = await _project(services, principal, scoped or header_project)
+    caller = Caller(services=services, actor=principal.actor, project=project,
+                    account_id=principal.account_id, origin=origin(request))
     ctx = RequestContext(principal=principal, project=project, version_url=version_url,
-                         base_url=base_url, services=services,
+                         base_url=base_url, services=services, caller=caller,
                          explicit_project=bool(scoped or header_project))
     match segments:
         case []:
@@ -99,7 +102,7 @@ async def api(request: web.Request) -> web.StreamResponse:
             if request.method != "GET":
                 raise MethodNotAllowed("links are read with GET")
             record = await load(ctx, rtype, resource_id)
-            return json_response(await rtype.follow_link(ctx, record, link))
+            return json_response(await rtype.follow_link(ctx.caller, record, link))
         case _:
             raise NotFound(f"no such resource: {request.path}")
 
@@ -172,8 +175,7 @@ async def _create(request: web.Request, ctx: RequestContext,
     policy.check(ctx.principal, Verb.CREATE, rtype.schema)
     if "POST" not in rtype.schema.collection_methods:
         raise MethodNotAllowed(f"{rtype.schema.plural_name} cannot be created through the API")
-    values = validate_create(rtype.schema, await read_json(request))
-    record = await rtype.create(ctx, values)
+    record = await operations.create(ctx.caller, rtype.schema.id, await read_json(request))
     return json_response(render_resource(ctx, rtype, record), status=201)
 
 
@@ -199,21 +201,17 @@ async def _resource(request: web.Request, ctx: RequestContext, rtype: ResourceTy
         return json_response(render_resource(ctx, rtype, record))
     if request.method == "POST" and action:
         policy.check(ctx.principal, Verb.ACTION, schema, record)
-        spec = schema.actions.get(action)
-        input_schema = ctx.services.types.schema(spec.input) if spec and spec.input else None
-        values = validate_input(input_schema, await read_json(request))
-        result = await rtype.run_action(ctx, record, action, values)
+        result = await operations.act(ctx.caller, record, action, await read_json(request))
         if isinstance(result, Record):
             return json_response(render_resource(ctx, rtype, result))
         return json_response(result)
     if request.method == "PUT" and "PUT" in schema.resource_methods:
         policy.check(ctx.principal, Verb.UPDATE, schema, record)
-        values = validate_update(schema, await read_json(request))
-        updated = await rtype.update(ctx, record, values) if values else record
+        updated = await operations.update(ctx.caller, record, await read_json(request))
         return json_response(render_resource(ctx, rtype, updated))
     if request.method == "DELETE" and "DELETE" in schema.resource_methods:
         policy.check(ctx.principal, Verb.DELETE, schema, record)
-        removed = await rtype.remove(ctx, record)
+        removed = await operations.remove(ctx.caller, record)
         return json_response(render_resource(ctx, rtype, removed))
     if request.method == "POST":
         raise MethodNotAllowed("POST on a resource needs ?action=<name>")

@@ -68,7 +68,7 @@ def render_resource(ctx: RequestContext, rtype: ResourceType, record: Record) ->
     links.update(rtype.links(ctx, record, self_url))
     out["links"] = links
     out["actions"] = {name: f"{self_url}?action={name}"
-                      for name in rtype.available_actions(ctx, record)}
+                      for name in rtype.available_actions(record)}
     return out
 
 

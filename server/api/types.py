@@ -1,85 +1,84 @@
-"""Resource types: a schema plus the behaviour behind its REST verbs and actions.
+"""Resource types: a schema and a lifecycle, plus the rules behind their verbs and actions.
 
-``ResourceType`` gives every type generic create, update, remove and state-machine actions;
-a family module subclasses it only where its resources need more (a token to derive, an agent
-to disconnect). The list of types is in ``server.resources``.
+``ResourceType`` gives every type generic create, update, remove and actions driven by its
+declared lifecycle (``server.lifecycle``): a step without a transitional state is written at
+once; a step with one is recorded and handed to the runner, which carries out its operation.
+A family module subclasses it only where its resources need more (a token to derive, an agent
+to disconnect). Every verb takes a ``Caller``, never a request, so the server's own loops use
+the same rules as the REST API. The list of types is in ``server.resources``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from server.api.context import RequestContext
 from server.api.errors import Conflict as ApiConflict
 from server.api.errors import NotFound, invalid
-from server.api.schema import Action, Schema, Scope
+from server.api.schema import Schema, Scope
+from server.lifecycle import TEMPLATE, Lifecycle, Step
 from server.store import Conflict, NewRecord, Record
+
+if TYPE_CHECKING:
+    from server.api.context import RequestContext
+    from server.caller import Caller
 
 # Fields stored in record columns rather than in the data map.
 COLUMN_FIELDS = ("name", "description")
 
-
-@dataclass(frozen=True)
-class Transition:
-    """A synchronous state change: from any of ``sources`` to ``target``."""
-
-    sources: frozenset[str]
-    target: str
-
-
-def transitions(**table: tuple[set[str], str]) -> dict[str, Transition]:
-    return {name: Transition(frozenset(src), dst) for name, (src, dst) in table.items()}
-
-
-# Rancher's template for credentials, accounts and the like: its actions, the states they
-# are valid in, and the transitions they make.
-TEMPLATE_STATES = ("active", "inactive", "removed", "purged")
-TEMPLATE = transitions(
-    activate=({"inactive"}, "active"),
-    deactivate=({"active"}, "inactive"),
-    remove=({"inactive", "active"}, "removed"),
-    purge=({"removed"}, "purged"),
-)
-TEMPLATE_ACTIONS = {name: Action(t.sources) for name, t in TEMPLATE.items()}
+TEMPLATE_STATES = TEMPLATE.state_names
+TEMPLATE_ACTIONS = TEMPLATE.actions()
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def entered(state: str, *, transitional: bool = False) -> dict[str, Any]:
+    """The columns of a record entering ``state``: ``transitioning`` follows from the step."""
+    columns: dict[str, Any] = {"state": state, "transitioning": "yes" if transitional else "no",
+                               "transitioning_message": "In Progress" if transitional else None,
+                               "transitioning_progress": None}
+    if state == "removed":
+        columns["removed"] = now_ms()
+    return columns
+
+
 class ResourceType:
     """Generic behaviour of a resource type; subclasses override what differs."""
 
-    initial_state = "active"
-    transitions: Mapping[str, Transition] = TEMPLATE
+    lifecycle: Lifecycle = TEMPLATE
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
 
+    @property
+    def initial_state(self) -> str:
+        return self.lifecycle.initial
+
     # --- scope -------------------------------------------------------------------------
 
-    def owner(self, ctx: RequestContext) -> tuple[int | None, int | None]:
-        """(project_id, account_id) for a new record created in this request."""
+    def owner(self, caller: Caller) -> tuple[int | None, int | None]:
+        """(project_id, account_id) for a new record created by ``caller``."""
         if self.schema.scope is Scope.PROJECT:
-            if ctx.project is None:
+            if caller.project is None:
                 raise invalid("MissingRequired", "projectId",
                               "no environment in scope: use /v1/projects/<id>/... "
                               "or the X-API-Project-Id header")
-            return ctx.project.id, None
+            return caller.project.id, None
         if self.schema.scope is Scope.ACCOUNT:
-            return None, ctx.principal.account_id
+            return None, caller.account_id
         return None, None
 
     # --- verbs -------------------------------------------------------------------------
 
-    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
-        project_id, account_id = self.owner(ctx)
-        return await self.store_new(ctx, values, project_id=project_id, account_id=account_id)
+    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
+        project_id, account_id = self.owner(caller)
+        return await self.store_new(caller, values, project_id=project_id,
+                                    account_id=account_id)
 
-    async def store_new(self, ctx: RequestContext, values: Mapping[str, Any], *,
+    async def store_new(self, caller: Caller, values: Mapping[str, Any], *,
                         project_id: int | None, account_id: int | None,
                         lookup_key: str | None = None, kind: str | None = None,
                         state: str | None = None) -> Record:
@@ -89,67 +88,69 @@ class ResourceType:
                         description=values.get("description"), project_id=project_id,
                         account_id=account_id, lookup_key=lookup_key, data=data)
         try:
-            return await ctx.services.store.create(new)
+            return await caller.store.create(new)
         except Conflict as exc:
             raise ApiConflict(str(exc), code="NotUnique") from exc
 
-    async def update(self, ctx: RequestContext, record: Record,
-                     values: dict[str, Any]) -> Record:
+    async def update(self, caller: Caller, record: Record, values: dict[str, Any]) -> Record:
         columns = {k: v for k, v in values.items() if k in COLUMN_FIELDS}
         data = {k: v for k, v in values.items() if k not in COLUMN_FIELDS}
-        return await self.write(ctx, record, columns, data)
+        return await self.write(caller, record, columns, data)
 
-    async def remove(self, ctx: RequestContext, record: Record) -> Record:
-        result = await self.run_action(ctx, record, "remove", {})
+    async def remove(self, caller: Caller, record: Record) -> Record:
+        result = await self.run_action(caller, record, "remove", {})
         assert isinstance(result, Record)
         return result
 
-    async def write(self, ctx: RequestContext, record: Record, columns: Mapping[str, Any],
+    async def write(self, caller: Caller, record: Record, columns: Mapping[str, Any],
                     data: Mapping[str, Any] | None = None) -> Record:
         """Update ``record`` unless someone else changed it since it was read (409)."""
         try:
-            return await ctx.services.store.update(record.id, columns, data,
-                                                   expected_version=record.version)
+            return await caller.store.update(record.id, columns, data,
+                                             expected_version=record.version)
         except Conflict as exc:
             raise ApiConflict(str(exc)) from exc
 
     # --- actions -----------------------------------------------------------------------
 
-    def available_actions(self, ctx: RequestContext, record: Record) -> list[str]:
+    def available_actions(self, record: Record) -> list[str]:
         return self.schema.valid_actions(record.state)
 
-    async def run_action(self, ctx: RequestContext, record: Record, name: str,
+    async def run_action(self, caller: Caller, record: Record, name: str,
                          values: dict[str, Any]) -> Record | dict[str, Any]:
         """Check the action is valid in the current state, then perform it."""
         if name not in self.schema.actions:
             raise invalid("InvalidAction", "action", f"{self.schema.id} has no action {name!r}")
-        if name not in self.available_actions(ctx, record):
+        if name not in self.available_actions(record):
             raise invalid("ActionNotAvailable", "action",
                           f"action {name!r} is not available while the "
                           f"{self.schema.id} is {record.state}")
-        return await self.perform(ctx, record, name, values)
+        return await self.perform(caller, record, name, values)
 
-    async def perform(self, ctx: RequestContext, record: Record, name: str,
+    async def perform(self, caller: Caller, record: Record, name: str,
                       values: dict[str, Any]) -> Record | dict[str, Any]:
-        transition = self.transitions.get(name)
-        if transition is None:
+        """Carry out an action: its lifecycle step, or (in subclasses) a verb."""
+        row = self.lifecycle.step(name)
+        if row is None:
             raise NotFound(f"action {name!r} is not implemented for {self.schema.id}")
-        return await self.transition(ctx, record, transition)
+        return await self.take_step(caller, record, row)
 
-    async def transition(self, ctx: RequestContext, record: Record,
-                         transition: Transition) -> Record:
-        columns: dict[str, Any] = {"state": transition.target, "transitioning": "no",
-                                   "transitioning_message": None,
-                                   "transitioning_progress": None}
-        if transition.target == "removed":
-            columns["removed"] = now_ms()
-        updated = await self.write(ctx, record, columns)
-        await self.after_transition(ctx, updated, transition)
+    async def take_step(self, caller: Caller, record: Record, row: Step,
+                        data: Mapping[str, Any] | None = None,
+                        target: str | None = None) -> Record:
+        """Enter the step's transitional state and hand it to the runner, or reach its target
+        at once (``target`` overrides the table's, for targets known only now)."""
+        if row.transitional is not None:
+            updated = await self.write(caller, record,
+                                       entered(row.transitional, transitional=True), data)
+            caller.services.runner.submit(updated.id)
+            return updated
+        updated = await self.write(caller, record, entered(target or row.target), data)
+        await self.after_step(caller, updated, row)
         return updated
 
-    async def after_transition(self, ctx: RequestContext, record: Record,
-                               transition: Transition) -> None:
-        """Side effects of entering a state (disconnect an agent, revoke a key...)."""
+    async def after_step(self, caller: Caller, record: Record, row: Step) -> None:
+        """Side effects of a step reached at once (disconnect an agent, revoke a key...)."""
 
     # --- rendering ---------------------------------------------------------------------
 
@@ -160,8 +161,7 @@ class ResourceType:
     def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:
         return {}
 
-    async def follow_link(self, ctx: RequestContext, record: Record,
-                          name: str) -> dict[str, Any]:
+    async def follow_link(self, caller: Caller, record: Record, name: str) -> dict[str, Any]:
         """``GET <resource>/<link>`` for links computed on request (stats and the like)."""
         raise NotFound(f"{self.schema.id} has no link {name!r}")
 
@@ -188,6 +188,9 @@ class TypeRegistry:
 
     def get(self, schema_id: str) -> ResourceType | None:
         return self._types.get(schema_id)
+
+    def types(self) -> list[ResourceType]:
+        return list(self._types.values())
 
     def by_collection(self, name: str) -> ResourceType | None:
         return self._collections.get(name.lower())

@@ -1,1 +1,1 @@
-"""Processes that turn API changes into instructions, and reconcile what hosts report."""
+"""The processes behind the API: the runner, the operations it carries out, reconcile."""

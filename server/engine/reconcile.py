@@ -120,16 +120,16 @@ class Reconciler:
                 log.info("container %s vanished from its host", record.uuid)
                 await store.update(record.id, {"state": "removed", "removed": now_ms()})
                 await release_mounts(store, record, volumes_removed=False)
-        await self._services.instances.resume(host_id)
+        await self._services.runner.resume(host_id)
 
     def _remove_leftover(self, host_id: int, record: Record) -> None:
         """A container whose record was removed while its host was away goes too."""
 
         async def remove() -> None:
             try:
-                await self._services.hub.call(host_id, "instance.remove", "container",
-                                              format_id("1i", record.id),
-                                              {"uuid": record.uuid, "removeVolumes": True})
+                await self._services.instructions.call(
+                    record, "instance.remove", {"uuid": record.uuid, "removeVolumes": True},
+                    host_id=host_id)
             except InstructionError as exc:
                 log.warning("could not remove container %s left on host %s: %s",
                             record.uuid, format_id("1h", host_id), exc)

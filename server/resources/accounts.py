@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.api.context import RequestContext
 from server.api.schema import Field, Schema, Scope
 from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType
+from server.caller import Caller
 from server.store import Record
 
 ACCOUNT = Schema(
@@ -41,9 +41,9 @@ PROJECT = Schema(
 
 
 class AccountType(ResourceType):
-    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
+    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
         kind = values.pop("kind", "user")
-        return await self.store_new(ctx, values, project_id=None, account_id=None, kind=kind)
+        return await self.store_new(caller, values, project_id=None, account_id=None, kind=kind)
 
 
 def types() -> list[ResourceType]:

@@ -1,21 +1,24 @@
 """Containers (base type ``instance``): the v2-beta container fields, Rancher's states and
-actions. Creating or acting on a container records the transitional state here; the instance
-engine (``server.engine.instances``) then carries it out on the container's host."""
+actions in one lifecycle table. Creating or acting on a container records the transitional
+state here; the runner then carries out the step's operation (``server.engine.instances``)
+on the container's host."""
 
 from __future__ import annotations
 
 import uuid as uuidlib
+from enum import StrEnum
 from typing import Any
 
-from server.agents.instructions import sample
 from server.api.context import RequestContext
 from server.api.errors import Conflict as ApiConflict
-from server.api.errors import invalid
+from server.api.errors import Unavailable, invalid
 from server.api.schema import Action, Field, Schema, Scope
-from server.api.types import ResourceType
+from server.api.types import ResourceType, entered
+from server.caller import Caller
 from server.engine.placement import place_container
+from server.lifecycle import Lifecycle, step
 from server.resources.container_spec import build_spec, volume_names
-from server.resources.volumes import named_volume_hosts
+from server.resources.volumes import named_volume_hosts, release_mounts
 from server.store import Condition, Conflict, NewRecord, Query, Record
 from shared.ids import format_id, parse_id
 
@@ -73,26 +76,53 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "dockerPorts": Field(type="json", filterable=False),
 }
 
-RUNNING_ACTIONS = frozenset({"running"})
+
+
+class ContainerState(StrEnum):
+    CREATING = "creating"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    REMOVED = "removed"
+    PURGING = "purging"
+    PURGED = "purged"
+    ERROR = "error"
+
+
+RUNNING = frozenset({"running"})
+RESTING = frozenset({"running", "stopped"})
+# action → (valid in) → transitional state → operation → success / error. ``create`` is the
+# step a new container starts in; its success state is what Docker reports (running or not).
+CONTAINER_LIFECYCLE = Lifecycle(
+    states=ContainerState,
+    initial="creating",
+    steps=(
+        step("create", (), "running", via="creating", error="error"),
+        step("start", {"stopped"}, "running", via="starting", error="stopped"),
+        step("stop", {"running", "starting", "restarting"}, "stopped", via="stopping",
+             error="running", input="instanceStop"),
+        step("restart", RUNNING, "running", via="restarting", error="stopped"),
+        step("remove", {"stopped", "error"}, "removed", via="removing", error="error"),
+        step("purge", {"removed"}, "purged", via="purging", error="removed"),
+    ),
+    verbs={
+        "update": Action(RESTING),
+        "setlabels": Action(RESTING, input="setLabelsInput"),
+        "logs": Action(RESTING, input="containerLogs", output="hostAccess"),
+        "execute": Action(RUNNING, input="containerExec", output="hostAccess"),
+    },
+)
+
 CONTAINER = Schema(
     id="container",
     base_type="instance",
     scope=Scope.PROJECT,
     fields=CONTAINER_FIELDS,
-    states=("creating", "starting", "running", "stopping", "stopped", "restarting",
-            "removing", "removed", "purging", "purged", "error"),
-    actions={
-        "start": Action(frozenset({"stopped"})),
-        "stop": Action(frozenset({"running", "starting", "restarting"}), input="instanceStop"),
-        "restart": Action(RUNNING_ACTIONS),
-        "remove": Action(frozenset({"stopped", "error"})),
-        "purge": Action(frozenset({"removed"})),
-        "update": Action(frozenset({"running", "stopped"})),
-        "setlabels": Action(frozenset({"running", "stopped"}), input="setLabelsInput"),
-        "logs": Action(frozenset({"running", "stopped"}), input="containerLogs",
-                       output="hostAccess"),
-        "execute": Action(RUNNING_ACTIONS, input="containerExec", output="hostAccess"),
-    },
+    states=CONTAINER_LIFECYCLE.state_names,
+    actions=CONTAINER_LIFECYCLE.actions(),
     collection_methods=("GET", "POST"),
     resource_methods=("GET", "PUT", "DELETE"),
 )
@@ -119,54 +149,51 @@ SET_LABELS = Schema(id="setLabelsInput", scope=Scope.PROJECT, embedded=True, fie
     "labels": Field(type=_M, create=True, required=True),
 })
 
-# Transitional state entered by each action; the engine carries it out.
-ACTION_STATES = {"start": "starting", "stop": "stopping", "restart": "restarting",
-                 "remove": "removing", "purge": "purging"}
-
-
 class ContainerType(ResourceType):
-    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
-        project_id, _ = self.owner(ctx)
+    lifecycle = CONTAINER_LIFECYCLE
+
+    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
+        project_id, _ = self.owner(caller)
         assert project_id is not None
         container_uuid = str(uuidlib.uuid4())
         name = values.get("name")
         if name is not None:
-            await self._check_unique_name(ctx, project_id, name)
+            await self._check_unique_name(caller, project_id, name)
         spec = build_spec(values, uuid=container_uuid, name=name)
-        spec["volumesFrom"] = await self._docker_ids(ctx, project_id, spec["volumesFrom"])
+        spec["volumesFrom"] = await self._docker_ids(caller, project_id, spec["volumesFrom"])
         names = volume_names(spec)
-        required = await named_volume_hosts(ctx.services.store, project_id, names) \
+        required = await named_volume_hosts(caller.store, project_id, names) \
             if names else None
-        host = await place_container(ctx.services, project_id, values, spec,
+        host = await place_container(caller.services, project_id, values, spec,
                                      required_host_ids=required or None)
         for port in spec["ports"]:
             port["hostIp"] = port["hostIp"] or host.data.get("agentIpAddress")
         data = {k: v for k, v in values.items() if k not in ("name", "description")}
         data.update(spec=spec, hostId=host.id)
         try:
-            record = await ctx.services.store.create(NewRecord(
+            record = await caller.store.create(NewRecord(
                 type="container", kind="container", state="creating", name=name,
                 description=values.get("description"), project_id=project_id,
                 uuid=container_uuid, transitioning="yes", transitioning_message="In Progress",
                 data=data))
         except Conflict as exc:
             raise ApiConflict(str(exc)) from exc
-        ctx.services.instances.submit(record.id)
+        caller.services.runner.submit(record.id)
         return record
 
-    async def _check_unique_name(self, ctx: RequestContext, project_id: int, name: str) -> None:
-        same = await ctx.services.store.list(Query(
+    async def _check_unique_name(self, caller: Caller, project_id: int, name: str) -> None:
+        same = await caller.store.list(Query(
             types=["container"], project_id=project_id, limit=1,
             conditions=[Condition("name", "eq", name), Condition("removed", "null")]))
         if same:
             raise invalid("NotUnique", "name", f"a container named {name!r} already exists")
 
-    async def _docker_ids(self, ctx: RequestContext, project_id: int,
+    async def _docker_ids(self, caller: Caller, project_id: int,
                           refs: list[str]) -> list[str]:
         out = []
         for ref in refs:
             number = parse_id(ref, CONTAINER.id_prefix)
-            other = await ctx.services.store.get(number) if number is not None else None
+            other = await caller.store.get(number) if number is not None else None
             if other is None or other.type != "container" or other.project_id != project_id \
                     or not other.data.get("externalId"):
                 raise invalid("InvalidReference", "dataVolumesFrom",
@@ -189,31 +216,78 @@ class ContainerType(ResourceType):
                     "stats": f"{self_url}/stats"}
         return {}
 
-    async def follow_link(self, ctx: RequestContext, record: Record,
+    async def follow_link(self, caller: Caller, record: Record,
                           name: str) -> dict[str, Any]:
         if name != "stats":
-            return await super().follow_link(ctx, record, name)
+            return await super().follow_link(caller, record, name)
         if record.state != "running":
             raise invalid("InvalidState", None, "only a running container has stats")
-        return await sample(ctx.services, record, "instance.stats", {"uuid": record.uuid},
-                            "containerStats")
+        return await caller.services.instructions.sample(
+            record, "instance.stats", {"uuid": record.uuid}, "containerStats")
 
-    async def remove(self, ctx: RequestContext, record: Record) -> Record:
+    async def remove(self, caller: Caller, record: Record) -> Record:
         if record.state == "running":
             # DELETE of a running container stops it on the way, as Rancher did.
-            return await ctx.services.instances.request(record, "removing")
-        return await super().remove(ctx, record)
+            return await self._step(caller, record, "remove", {})
+        return await super().remove(caller, record)
 
-    async def perform(self, ctx: RequestContext, record: Record, name: str,
+    async def perform(self, caller: Caller, record: Record, name: str,
                       values: dict[str, Any]) -> Record | dict[str, Any]:
-        if name in ACTION_STATES:
-            return await ctx.services.instances.request(record, ACTION_STATES[name],
-                                                        timeout=values.get("timeout"))
+        if self.lifecycle.step(name) is not None:
+            return await self._step(caller, record, name, values)
         if name == "setlabels":
-            return await self.write(ctx, record, {}, {"labels": values["labels"]})
+            return await self.write(caller, record, {}, {"labels": values["labels"]})
         if name == "update":  # Rancher's update process; the fields change through PUT
             return record
-        return await ctx.services.instances.stream_action(ctx, record, name, values)
+        return await self.stream_action(caller, record, name, values)
+
+    async def _step(self, caller: Caller, record: Record, name: str,
+                    values: dict[str, Any]) -> Record:
+        """A step on the container's host, which must be there, except to remove a container
+        whose host is away: that is recorded at once, and the host removes the container
+        when it reconnects (see Reconciler.on_inventory)."""
+        row = self.lifecycle.step(name)
+        assert row is not None
+        host_id = record.data.get("hostId")
+        if name != "purge" and isinstance(host_id, int) and record.data.get("externalId") \
+                and not caller.services.hub.is_live(host_id):
+            if name == "remove":
+                removed = await self.write(caller, record, entered("removed"))
+                await release_mounts(caller.store, removed, volumes_removed=False)
+                return removed
+            raise Unavailable(f"host {format_id('1h', host_id)} is disconnected: its agent is "
+                              "not connected, so the container cannot be changed now",
+                              code="HostNotConnected")
+        timeout = values.get("timeout")
+        return await self.take_step(caller, record, row,
+                                    {"stopTimeout": timeout} if timeout is not None else None)
+
+    async def stream_action(self, caller: Caller, record: Record, name: str,
+                            values: dict[str, Any]) -> dict[str, Any]:
+        """A ticket for a websocket to the container's logs or to a command run in it."""
+        from server.agents.streams import Ticket
+
+        host_id = record.data.get("hostId")
+        if not isinstance(host_id, int) or not record.data.get("externalId"):
+            raise invalid("InvalidState", None, "the container was never created on a host")
+        if not caller.services.hub.is_live(host_id):
+            raise Unavailable(f"host {format_id('1h', host_id)} is disconnected",
+                              code="HostNotConnected")
+        if name == "logs":
+            data = {"uuid": record.uuid, "follow": values.get("follow", True),
+                    "tail": values.get("lines", 100), "timestamps": values.get("timestamps")}
+            instruction = "instance.logs"
+        else:
+            data = {"uuid": record.uuid, "command": values["command"],
+                    "tty": values.get("tty", True),
+                    "attachStdin": values.get("attachStdin", True)}
+            instruction = "instance.exec"
+        token = caller.services.streams.issue(Ticket(
+            host_id=host_id, instruction=instruction,
+            resource_id=format_id(self.schema.id_prefix, record.id), data=data))
+        ws_origin = (caller.origin or caller.public_origin).replace("http", "ws", 1)
+        return {"type": "hostAccess", "links": {}, "actions": {},
+                "url": f"{ws_origin}/v1/stream?token={token}", "token": token}
 
 
 def types() -> list[ResourceType]:

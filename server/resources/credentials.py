@@ -9,6 +9,7 @@ from typing import Any
 from server.api.context import RequestContext
 from server.api.schema import Field, Schema, Scope
 from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType
+from server.caller import Caller
 from server.security import digest, new_access_key, new_secret_key
 from server.store import NewRecord, Record
 
@@ -51,13 +52,13 @@ def api_key_record(account_id: int, access: str, secret: str, name: str | None) 
 
 
 class ApiKeyType(ResourceType):
-    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
+    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
         access, secret = new_access_key(), new_secret_key()
-        assert ctx.principal.account_id is not None
-        new = api_key_record(ctx.principal.account_id, access, secret, values.get("name"))
-        record = await ctx.services.store.create(
+        assert caller.account_id is not None
+        new = api_key_record(caller.account_id, access, secret, values.get("name"))
+        record = await caller.store.create(
             dataclasses.replace(new, description=values.get("description")))
-        ctx.reveal[record.id] = {"secretValue": secret}
+        caller.reveal[record.id] = {"secretValue": secret}
         return record
 
 
@@ -79,13 +80,13 @@ def registration_commands(url: str) -> dict[str, str]:
 
 
 class RegistrationTokenType(ResourceType):
-    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
-        project_id, _ = self.owner(ctx)
+    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
+        project_id, _ = self.owner(caller)
         assert project_id is not None
         token_uuid = str(uuid.uuid4())
-        token = ctx.services.server_key.registration_token(token_uuid)
+        token = caller.services.server_key.registration_token(token_uuid)
         new = registration_token_record(project_id, token_uuid, token)
-        return await ctx.services.store.create(dataclasses.replace(
+        return await caller.store.create(dataclasses.replace(
             new, name=values.get("name"), description=values.get("description")))
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:

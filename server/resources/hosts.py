@@ -8,19 +8,47 @@ not active; an active host shows its agent's liveness there too (``reconnecting`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
+from server.agents.instructions import api_error
 from server.agents.liveness import AgentState
 from server.api.context import RequestContext
-from server.api.errors import Unavailable, invalid
+from server.api.errors import Conflict as ApiConflict
 from server.api.schema import Action, Field, Schema, Scope
-from server.api.types import ResourceType, Transition, now_ms, transitions
-from server.store import Condition, Query, Record, Store
-from shared.errors import HostNotConnected, InstructionError
+from server.api.types import ResourceType, entered
+from server.caller import Caller
+from server.lifecycle import Lifecycle, step
+from server.store import Condition, Conflict, Query, Record, Store, Transaction
+from shared.errors import InstructionError
 from shared.ids import format_id
 
 LIVE_STATES = frozenset({"active", "reconnecting", "disconnected"})
 MIB = 1024 * 1024
+
+
+class HostState(StrEnum):
+    REGISTERING = "registering"
+    ACTIVE = "active"
+    RECONNECTING = "reconnecting"
+    DISCONNECTED = "disconnected"
+    INACTIVE = "inactive"
+    REMOVED = "removed"
+    PURGED = "purged"
+
+
+HOST_LIFECYCLE = Lifecycle(
+    states=HostState,
+    initial="registering",
+    steps=(
+        # The target of activate is the agent's liveness, known only then (see perform).
+        step("activate", {"inactive"}, "active"),
+        step("deactivate", LIVE_STATES, "inactive"),
+        step("remove", {"inactive", "registering"}, "removed"),
+        step("purge", {"removed"}, "purged"),
+    ),
+    verbs={"inspect": Action(frozenset({"active"}), output="hostInspection")},
+)
 
 HOST = Schema(
     id="host",
@@ -36,15 +64,8 @@ HOST = Schema(
         "milliCpu": Field(type="int"),
         "localStorageMb": Field(type="int"),
     },
-    states=("registering", "active", "reconnecting", "disconnected", "inactive", "removed",
-            "purged"),
-    actions={
-        "activate": Action(frozenset({"inactive"})),
-        "deactivate": Action(LIVE_STATES),
-        "remove": Action(frozenset({"inactive", "registering"})),
-        "purge": Action(frozenset({"removed"})),
-        "inspect": Action(frozenset({"active"}), output="hostInspection"),
-    },
+    states=HOST_LIFECYCLE.state_names,
+    actions=HOST_LIFECYCLE.actions(),
     collection_methods=("GET",),
     resource_methods=("GET", "PUT", "DELETE"),
 )
@@ -143,15 +164,8 @@ async def hosts_with_live_agents(store: Store) -> list[Record]:
         offset += 500
 
 
-HOST_TRANSITIONS = transitions(
-    deactivate=(set(LIVE_STATES), "inactive"),
-    remove=({"inactive", "registering"}, "removed"),
-    purge=({"removed"}, "purged"),
-)
-
-
 class HostType(ResourceType):
-    transitions = HOST_TRANSITIONS
+    lifecycle = HOST_LIFECYCLE
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         labels = dict(record.data.get("reportedLabels") or {})
@@ -162,71 +176,79 @@ class HostType(ResourceType):
         return {"stats": f"{self_url}/stats",
                 "containers": f"{ctx.base_url}/containers?hostId={format_id('1h', record.id)}"}
 
-    async def follow_link(self, ctx: RequestContext, record: Record,
+    async def follow_link(self, caller: Caller, record: Record,
                           name: str) -> dict[str, Any]:
         if name != "stats":
-            return await super().follow_link(ctx, record, name)
-        from server.agents.instructions import sample
+            return await super().follow_link(caller, record, name)
+        return await caller.services.instructions.sample(record, "host.stats", {}, "hostStats")
 
-        return await sample(ctx.services, record, "host.stats", {}, "hostStats")
-
-    async def update(self, ctx: RequestContext, record: Record,
+    async def update(self, caller: Caller, record: Record,
                      values: dict[str, Any]) -> Record:
         if "labels" in values:
             values["userLabels"] = values.pop("labels") or {}
-        return await super().update(ctx, record, values)
+        return await super().update(caller, record, values)
 
-    async def perform(self, ctx: RequestContext, record: Record, name: str,
+    async def perform(self, caller: Caller, record: Record, name: str,
                       values: dict[str, Any]) -> Record | dict[str, Any]:
-        if name == "activate":
-            state = ctx.services.hub.agent_state(record.id) or AgentState.DISCONNECTED
+        row = self.lifecycle.step(name)
+        if name == "activate" and row is not None:
+            state = caller.services.hub.agent_state(record.id) or AgentState.DISCONNECTED
             target = "active" if state is AgentState.ACTIVE else state.value
-            return await self.transition(ctx, record, Transition(frozenset({"inactive"}), target))
+            return await self.take_step(caller, record, row, target=target)
+        if name == "remove":
+            return await self.remove_host(caller, record)
         if name == "inspect":
-            return await self.inspect(ctx, record)
-        return await super().perform(ctx, record, name, values)
+            return await self.inspect(caller, record)
+        return await super().perform(caller, record, name, values)
 
-    async def after_transition(self, ctx: RequestContext, record: Record,
-                               transition: Transition) -> None:
-        if transition.target == "removed":
-            # Free the host key so that registering again makes a new host; revoke the agent.
-            await ctx.services.store.update(record.id, {"lookup_key": None},
-                                            {"agentState": AgentState.DISCONNECTED.value})
-            await revoke_agent_keys(ctx.services.store, record)
-            await ctx.services.hub.host_removed(record.id)
-            await remove_placed(ctx.services.store, record)
+    async def remove_host(self, caller: Caller, record: Record) -> Record:
+        """Remove the host, revoke its agent's keys and remove what was placed on it, in one
+        transaction; then send its agent away."""
 
-    async def inspect(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
-        """Run the ``host.inspect`` instruction on the host's agent and return what it saw."""
-        from server.agents.instructions import run_instruction
+        async def cascade(tx: Transaction) -> Record:
+            current = await tx.lock(record.id)
+            if current is None or current.version != record.version:
+                raise Conflict(f"host {record.id} was changed by someone else")
+            # Free the host key so that registering again makes a new host.
+            removed = await tx.update(record.id, {**entered("removed"), "lookup_key": None},
+                                      {"agentState": AgentState.DISCONNECTED.value})
+            await revoke_agent_keys(tx, record)
+            await remove_placed(tx, record)
+            return removed
 
         try:
-            result = await run_instruction(ctx.services, record, "host.inspect", {})
-        except HostNotConnected as exc:
-            raise Unavailable(str(exc), code="HostNotConnected") from exc
+            removed = await caller.store.transact(cascade)
+        except Conflict as exc:
+            raise ApiConflict(str(exc)) from exc
+        await caller.services.hub.host_removed(record.id)
+        return removed
+
+    async def inspect(self, caller: Caller, record: Record) -> dict[str, Any]:
+        """Run the ``host.inspect`` instruction on the host's agent and return what it saw."""
+        try:
+            result = await caller.services.instructions.call(record, "host.inspect", {})
         except InstructionError as exc:
-            raise invalid("InstructionFailed", None, str(exc)) from exc
+            raise api_error(exc) from exc
         return {"type": "hostInspection", "links": {}, "actions": {},
                 "hostId": format_id(HOST.id_prefix, record.id), **result}
 
 
-async def remove_placed(store: Store, host: Record) -> None:
+async def remove_placed(tx: Transaction, host: Record) -> None:
     """Containers and volumes of a removed host go with it (the host is not touched: its
     agent is gone)."""
-    for type_ in ("container", "volume", "storagePool"):
-        placed = await store.list(Query(types=[type_], project_id=host.project_id, limit=10_000,
-                                        conditions=[Condition("hostId", "eq", host.id, "int"),
-                                                    Condition("removed", "null")]))
-        for record in placed:
-            await store.update(record.id, {"state": "removed", "removed": now_ms(),
-                                           "transitioning": "no", "transitioning_message": None})
+    placed = await tx.list(Query(types=["container", "volume", "storagePool"],
+                                 project_id=host.project_id, limit=100_000,
+                                 conditions=[Condition("hostId", "eq", host.id, "int"),
+                                             Condition("removed", "null")]))
+    for record in placed:
+        await tx.update(record.id, entered("removed"))
 
 
-async def revoke_agent_keys(store: Store, host: Record) -> None:
-    keys = await store.list(Query(types=["agentApiKey"], limit=1000, conditions=[
+async def revoke_agent_keys(tx: Transaction, host: Record) -> None:
+    keys = await tx.list(Query(types=["agentApiKey"], limit=1000, conditions=[
         Condition("hostId", "eq", host.id, "int"), Condition("state", "eq", "active")]))
     for key in keys:
-        await store.update(key.id, {"state": "removed", "removed": now_ms()})
+        await tx.update(key.id, entered("removed"))
 
 
 def types() -> list[ResourceType]:

@@ -10,6 +10,7 @@ from server.api.context import RequestContext
 from server.api.errors import invalid
 from server.api.schema import Field, Schema, Scope
 from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType
+from server.caller import Caller
 from server.store import Record
 from shared.ids import format_id, parse_id
 
@@ -53,35 +54,35 @@ def normalise_server(address: str) -> str:
 
 
 class RegistryType(ResourceType):
-    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
+    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
         server = normalise_server(values["serverAddress"])
         if not _SERVER.match(server):
             raise invalid("InvalidFormat", "serverAddress",
                           "serverAddress must be a registry host[:port], e.g. quay.io")
         values["serverAddress"] = server
-        return await super().create(ctx, values)
+        return await super().create(caller, values)
 
 
 class RegistryCredentialType(ResourceType):
-    def _encrypt(self, ctx: RequestContext, values: dict[str, Any]) -> dict[str, Any]:
+    def _encrypt(self, caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         if "secretValue" in values:
-            values["secretEncrypted"] = ctx.services.server_key.encrypt(
+            values["secretEncrypted"] = caller.services.server_key.encrypt(
                 SECRET_PURPOSE, values.pop("secretValue"))
         return values
 
-    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
-        project_id, _ = self.owner(ctx)
+    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
+        project_id, _ = self.owner(caller)
         number = parse_id(values["registryId"], REGISTRY.id_prefix)
-        registry = await ctx.services.store.get(number) if number is not None else None
+        registry = await caller.store.get(number) if number is not None else None
         if registry is None or registry.type != "registry" or registry.project_id != project_id:
             raise invalid("InvalidReference", "registryId",
                           f"{values['registryId']} is not a registry in this environment")
         values["registryId"] = registry.id
-        return await super().create(ctx, self._encrypt(ctx, values))
+        return await super().create(caller, self._encrypt(caller, values))
 
-    async def update(self, ctx: RequestContext, record: Record,
+    async def update(self, caller: Caller, record: Record,
                      values: dict[str, Any]) -> Record:
-        return await super().update(ctx, record, self._encrypt(ctx, values))
+        return await super().update(caller, record, self._encrypt(caller, values))
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         registry_id = record.data.get("registryId")

@@ -5,24 +5,49 @@ volume outlives its containers; removing the volume deletes it on its host."""
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Any
 
+from server.agents.instructions import api_error
 from server.api.context import RequestContext
-from server.api.errors import Unavailable, invalid
-from server.api.schema import Action, Field, Schema, Scope
-from server.api.types import ResourceType, Transition, now_ms
+from server.api.errors import invalid
+from server.api.schema import Field, Schema, Scope
+from server.api.types import ResourceType, now_ms
+from server.caller import Caller
+from server.lifecycle import Lifecycle, step
 from server.store import Condition, NewRecord, Query, Record, Store
-from shared.errors import HostNotConnected, InstructionError
+from shared.errors import InstructionError
 from shared.ids import format_id
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+class VolumeState(StrEnum):
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    REMOVED = "removed"
+    PURGED = "purged"
+
+
+class PoolState(StrEnum):
+    ACTIVE = "active"
+    REMOVED = "removed"
+
+
+# Removing a volume deletes it on its host first (VolumeType.perform), then records it.
+VOLUME_LIFECYCLE = Lifecycle(
+    states=VolumeState,
+    initial="inactive",
+    steps=(step("remove", {"inactive", "active"}, "removed"),
+           step("purge", {"removed"}, "purged")),
+)
+POOL_LIFECYCLE = Lifecycle(states=PoolState, initial="active", steps=())
 
 STORAGE_POOL = Schema(
     id="storagePool",
     scope=Scope.PROJECT,
     fields={"hostIds": Field(type="array[reference[host]]", filterable=False),
             "driverName": Field(), "volumeAccessMode": Field()},
-    states=("active", "removed"),
+    states=POOL_LIFECYCLE.state_names,
     collection_methods=("GET",), resource_methods=("GET",),
 )
 
@@ -39,9 +64,8 @@ VOLUME = Schema(
         "mounts": Field(type="json", filterable=False),
         "anonymous": Field(type="boolean"),
     },
-    states=("inactive", "active", "removed", "purged"),
-    actions={"remove": Action(frozenset({"inactive", "active"})),
-             "purge": Action(frozenset({"removed"}))},
+    states=VOLUME_LIFECYCLE.state_names,
+    actions=VOLUME_LIFECYCLE.actions(),
     collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
 )
 
@@ -125,39 +149,32 @@ async def release_mounts(store: Store, container: Record, volumes_removed: bool)
             await store.update(volume.id, {}, {"mounts": left})
 
 
-VOLUME_TRANSITIONS = {
-    "remove": Transition(frozenset({"inactive", "active"}), "removed"),
-    "purge": Transition(frozenset({"removed"}), "purged"),
-}
-
-
 class VolumeType(ResourceType):
-    initial_state = "inactive"
-    transitions = VOLUME_TRANSITIONS
+    lifecycle = VOLUME_LIFECYCLE
 
-    async def create(self, ctx: RequestContext, values: dict[str, Any]) -> Record:
+    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
         if not _NAME.match(values["name"]):
             raise invalid("InvalidFormat", "name", "a volume name is letters, digits, and "
                           "_ . - after the first character")
-        project_id, _ = self.owner(ctx)
-        same = await ctx.services.store.list(Query(types=["volume"], project_id=project_id,
+        project_id, _ = self.owner(caller)
+        same = await caller.store.list(Query(types=["volume"], project_id=project_id,
                                                    limit=1, conditions=[
                                                        Condition("name", "eq", values["name"]),
                                                        Condition("removed", "null")]))
         if same:
             raise invalid("NotUnique", "name", f"a volume named {values['name']!r} exists")
-        return await super().create(ctx, values)
+        return await super().create(caller, values)
 
-    async def perform(self, ctx: RequestContext, record: Record, name: str,
+    async def perform(self, caller: Caller, record: Record, name: str,
                       values: dict[str, Any]) -> Record | dict[str, Any]:
         if name == "remove":
-            await self._remove_on_host(ctx, record)
-        return await super().perform(ctx, record, name, values)
+            await self._remove_on_host(caller, record)
+        return await super().perform(caller, record, name, values)
 
-    async def _remove_on_host(self, ctx: RequestContext, record: Record) -> None:
+    async def _remove_on_host(self, caller: Caller, record: Record) -> None:
         users = [m for m in record.data.get("mounts") or []]
         for mount in users:
-            container = await ctx.services.store.get(int(mount["instanceId"]))
+            container = await caller.store.get(int(mount["instanceId"]))
             if container is not None and container.removed is None:
                 raise invalid("InvalidState", None,
                               f"volume {record.name} is in use by container "
@@ -166,13 +183,10 @@ class VolumeType(ResourceType):
         if not isinstance(host_id, int):
             return  # never materialised on a host
         try:
-            await ctx.services.hub.call(host_id, "volume.remove", "volume",
-                                        format_id(self.schema.id_prefix, record.id),
-                                        {"name": record.data.get("externalId") or record.name})
-        except HostNotConnected as exc:
-            raise Unavailable(str(exc), code="HostNotConnected") from exc
+            await caller.services.instructions.call(
+                record, "volume.remove", {"name": record.data.get("externalId") or record.name})
         except InstructionError as exc:
-            raise invalid("InstructionFailed", None, str(exc)) from exc
+            raise api_error(exc) from exc
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         host_id, pool_id = record.data.get("hostId"), record.data.get("storagePoolId")
@@ -184,6 +198,8 @@ class VolumeType(ResourceType):
 
 
 class StoragePoolType(ResourceType):
+    lifecycle = POOL_LIFECYCLE
+
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         return {"hostIds": [format_id("1h", h) for h in record.data.get("hostIds") or []]}
 

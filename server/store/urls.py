@@ -26,7 +26,7 @@ def engine_url(raw: str) -> str:
     """
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise StoreUnavailable(
             f"--db {printable(raw)!r} is not a database URL; expected "
             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE or sqlite:///PATH") from None
@@ -74,6 +74,6 @@ def printable(raw: str | URL) -> str:
     """The URL with its password masked, for messages and logs."""
     try:
         url = raw if isinstance(raw, URL) else make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable URL>" if "@" in str(raw) else str(raw)
     return url.render_as_string(hide_password=True)

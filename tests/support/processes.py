@@ -27,12 +27,19 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
+    """A ``corral-server`` on ``data_dir`` and ``port``; restartable on the same data.
+
+    ``database_url`` goes to ``--db`` (None: SQLite in the data dir). It holds a password, so
+    it is left out of the repr that pytest prints in a failure report.
+    """
+
     data_dir: Path
     port: int
     host: str = "127.0.0.1"
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    database_url: str | None = field(default=None, repr=False)
 
     @property
     def origin(self) -> str:
@@ -46,11 +53,12 @@ class ServerProcess:
         env = {**os.environ, "CORRAL_ADMIN_ACCESS_KEY": ACCESS_KEY,
                "CORRAL_ADMIN_SECRET_KEY": SECRET_KEY, **self.extra_env}
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        db = ["--db", self.database_url] if self.database_url is not None else []
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from server.cli import main; main()", "--data-dir",
              str(self.data_dir), "--host", self.host, "--port", str(self.port),
-             "--public-url", self.origin],
+             "--public-url", self.origin, *db],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
@@ -79,6 +87,23 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("server did not stop within 15 s of SIGTERM") from None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: nothing is flushed or closed on the way out."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=seconds(10))
+        except subprocess.TimeoutExpired:
+            # The message of TimeoutExpired holds the command line, and so --db's password.
+            raise AssertionError("the server did not die within 10 s of SIGKILL") from None
+
+    def restart_after_kill(self) -> ServerProcess:
+        """Kill the server (if running) and start it again on the same data dir, port and
+        database, as a supervisor would after a crash."""
+        self.kill()
+        return self.start()
 
     def api(self, method: str, path: str, **kw: Any) -> requests.Response:
         url = path if path.startswith("http") else f"{self.url}{path}"
