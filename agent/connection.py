@@ -3,6 +3,13 @@ instructions and report changed facts, reconnecting with websockets' own jittere
 
 A rejected key, a removed host or a second agent for the same host ends the agent (AgentExit);
 network trouble and server restarts only make it reconnect.
+
+When a session ends, the tasks it started end with it: its report loops, its streams and its
+waits for replies. The instructions those waits were for do not: the dispatcher runs them in
+tasks of its own, which keep their resource's turn until their Docker calls have returned, so the
+instructions the server re-sends on the next session wait for them instead of acting twice
+(see agent.dispatcher). Only when the agent stops for good does the dispatcher cancel them, after
+a few seconds' grace.
 """
 
 from __future__ import annotations
@@ -90,7 +97,15 @@ class AgentConnection:
         return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
     async def run(self) -> None:
-        """Serve until told to stop; raise AgentExit when the server ends this agent."""
+        """Serve until cancelled; raise AgentExit when the server ends this agent. Either way,
+        wait a few seconds for the instructions in progress before returning."""
+        try:
+            await self._serve()
+        finally:
+            # Stopping for good: let the Docker calls in progress end (bounded) first.
+            await self._dispatcher.close()
+
+    async def _serve(self) -> None:
         url = self._credentials.agent_url
         async for ws in connect(url, additional_headers=self._headers(), open_timeout=10,
                                 ping_interval=None, max_size=protocol.MAX_FRAME_BYTES,
@@ -105,6 +120,8 @@ class AgentConnection:
                 log.warning("server sent an invalid message (%s); reconnecting", exc)
                 await ws.close(CloseCode.PROTOCOL_ERROR, str(exc)[:120])
             finally:
+                # The session's own tasks; cancelling a wait for a reply leaves the
+                # instruction itself running in the dispatcher.
                 for task in list(self._tasks):
                     task.cancel()
             code, reason = ws.close_code, ws.close_reason or ""

@@ -1,5 +1,32 @@
 """Carry out instructions: look the handler up in one visible table, run it, turn its outcome
-into exactly one reply. Instructions about the same resource run one at a time."""
+into exactly one reply.
+
+What the dispatcher guarantees:
+
+- every request gets exactly one reply while its session lives, after all its progress messages;
+- instructions about one resource run one at a time, in the order they arrived;
+- at most ``max_concurrent`` handlers run at once.
+
+Running a handler and waiting for its reply are two things. Each instruction runs in a *job*, a
+task the dispatcher owns: it waits for its resource's turn, then for a slot, runs the handler and
+gives both back only when the handler has ended. :meth:`Dispatcher.handle` is the request's wait:
+it sends the job's reply, or the ``timeout`` error as soon as the handler has run longer than the
+request allows.
+
+Neither a timeout nor the end of the session cancels a job whose handler has started. Its Docker
+call runs on in its thread whatever happens to the task that awaits it (a thread cannot be
+cancelled), and while it runs the resource must stay taken: a freed turn would let the
+``instance.create`` the server re-sends find no container yet and create a second one. So the
+re-sent instruction waits for the first (saying so in a progress message) and finds the container
+the first one made; the first one's late result is logged and dropped. A job still waiting for
+its turn when its session ends is dropped at once: the server re-sends what it still needs.
+
+Streams (``instance.logs``, ``instance.exec``) run inside the request's wait instead: they take no
+turn, no slot and no time limit, and end when their session ends.
+
+:meth:`Dispatcher.close` ends the dispatcher for good (agent shutdown): it gives the handlers in
+progress a few seconds to end, then cancels them.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +46,9 @@ log = logging.getLogger("corral.agent")
 
 Send = Callable[[protocol.AgentMessage], Awaitable[None]]
 StreamInput = protocol.StreamData | protocol.StreamResize | protocol.StreamClose
+
+SHUTDOWN_GRACE = 5.0
+"""Seconds :meth:`Dispatcher.close` waits for running handlers (their Docker calls) to end."""
 
 
 @dataclass
@@ -46,6 +76,18 @@ class _KeyLock:
     users: int = 0
 
 
+@dataclass(eq=False)
+class _Job:
+    """One instruction's run; ``reply`` is settled once, by its outcome or by its timeout."""
+
+    request: protocol.Request
+    key: str
+    reply: asyncio.Future[protocol.Reply]
+    task: asyncio.Task[None] | None = None
+    started: bool = False      # its handler runs: it holds its resource's turn and a slot
+    abandoned: bool = False    # its session ended: nobody waits for its reply any more
+
+
 class Dispatcher:
     def __init__(self, handlers: Mapping[str, Handler], runtime: ContainerRuntime,
                  facts: FactsSource, max_concurrent: int = 32,
@@ -59,6 +101,8 @@ class Dispatcher:
         self._facts = facts
         self._slots = asyncio.Semaphore(max_concurrent)
         self._locks: dict[str, _KeyLock] = {}
+        self._jobs: set[_Job] = set()
+        self._closed = False
 
     def prepare(self, request: protocol.Request) -> None:
         """Open a stream's inbox as soon as its request arrives, before its task runs, so
@@ -73,26 +117,142 @@ class Dispatcher:
             inbox.put_nowait(message)
 
     async def handle(self, request: protocol.Request, send: Send) -> None:
-        """Run one instruction and send its reply; never raises for the instruction's sake."""
+        """Run one instruction and send its reply; never raises for the instruction's sake.
+
+        Cancelling this (the session ended) gives up the reply, not the work: a handler that
+        has started goes on until it ends, keeping its resource's turn.
+        """
         if request.name in self._streaming:
             await self._stream(request, send)
             return
-        started = time.monotonic()
+        if self._closed:
+            await send(_error(request, ErrorCode.CANCELLED,
+                              f"the agent is stopping; {request.name} was not run"))
+            return
+        job, waits = self._start(request, send)
+        try:
+            if waits:
+                await self._job_send(job, send, protocol.Progress(
+                    request_id=request.id, message=f"waiting for an earlier instruction about "
+                    f"{request.resource_type} {request.resource_id} to finish"))
+            reply = await asyncio.shield(job.reply)
+        except asyncio.CancelledError:
+            self._abandon(job)
+            raise
+        await send(reply)
+
+    async def close(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop for good: drop the instructions still waiting for their turn, give the running
+        ones ``grace`` seconds to end, then cancel them. Later requests are refused."""
+        self._closed = True
+        for job in list(self._jobs):
+            if not job.started and job.task is not None:
+                job.task.cancel()
+        tasks = {job.task for job in self._jobs if job.task is not None}
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        if late:
+            log.warning("stopping with %d instructions unfinished after %g s: %s", len(late),
+                        grace, ", ".join(sorted(j.request.name for j in self._jobs
+                                                if j.task in late)))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def _start(self, request: protocol.Request, send: Send) -> tuple[_Job, bool]:
+        """Start the job of ``request``; say whether it must wait for another instruction."""
         key = f"{request.resource_type}:{request.resource_id}"
         entry = self._locks.setdefault(key, _KeyLock())
-        entry.users += 1
-        try:
-            async with self._slots, entry.lock:
-                reply = await self._run(request, send)
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[key]
-        elapsed = (time.monotonic() - started) * 1000
+        entry.users += 1  # until the job's task is done (see _ended), even if never run
+        waits = entry.lock.locked()
+        job = _Job(request, key, asyncio.get_running_loop().create_future())
+        job.task = asyncio.create_task(self._work(job, entry, send))
+        job.task.add_done_callback(lambda task: self._ended(job, task))
+        self._jobs.add(job)
+        return job, waits
+
+    async def _work(self, job: _Job, entry: _KeyLock, send: Send) -> None:
+        request = job.request
+        async with entry.lock, self._slots:
+            job.started = True
+            started = time.monotonic()
+            timer = asyncio.get_running_loop().call_later(
+                request.timeout_ms / 1000, self._expire, job)
+            try:
+                reply = await self._run(request, lambda m: self._job_send(job, send, m))
+            finally:
+                timer.cancel()
+            self._settle(job, reply, (time.monotonic() - started) * 1000)
+
+    @staticmethod
+    async def _job_send(job: _Job, send: Send, message: protocol.AgentMessage) -> None:
+        """Progress goes out only while someone waits for the reply, and only before it."""
+        if not job.reply.done() and not job.abandoned:
+            await send(message)
+
+    def _expire(self, job: _Job) -> None:
+        request = job.request
+        if job.reply.done():
+            return
+        job.reply.set_result(_error(request, ErrorCode.TIMEOUT,
+                                    f"{request.name} did not finish within "
+                                    f"{request.timeout_ms / 1000:g} s"))
+        log.info("instruction %s %s %s timed out; it keeps its turn until it ends",
+                 request.name, request.resource_type, request.resource_id)
+
+    def _settle(self, job: _Job, reply: protocol.Reply, elapsed_ms: float) -> None:
+        request = job.request
         outcome = "ok" if reply.error is None else f"failed: {reply.error.message}"
-        log.info("instruction %s %s %s: %s in %.0f ms", request.name, request.resource_type,
-                 request.resource_id, outcome, elapsed)
-        await send(reply)
+        if job.abandoned:
+            log.info("instruction %s %s %s ended after its session: %s in %.0f ms; "
+                     "reply dropped", request.name, request.resource_type,
+                     request.resource_id, outcome, elapsed_ms)
+        elif job.reply.done():
+            log.info("instruction %s %s %s ended after its timeout: %s in %.0f ms; "
+                     "result dropped", request.name, request.resource_type,
+                     request.resource_id, outcome, elapsed_ms)
+        else:
+            log.info("instruction %s %s %s: %s in %.0f ms", request.name,
+                     request.resource_type, request.resource_id, outcome, elapsed_ms)
+        if not job.reply.done():
+            job.reply.set_result(reply)
+
+    def _abandon(self, job: _Job) -> None:
+        """The session of ``job`` ended: a job still waiting for its turn is dropped; one
+        running goes on, holding its turn, since its Docker call runs on in its thread."""
+        job.abandoned = True
+        request = job.request
+        if not job.started and job.task is not None:
+            job.task.cancel()
+        elif not job.reply.done():
+            log.info("session ended during %s %s %s; it goes on until it ends",
+                     request.name, request.resource_type, request.resource_id)
+
+    def _ended(self, job: _Job, task: asyncio.Task[None]) -> None:
+        """Give back the job's share of its resource's entry; settle the reply of a job that
+        ended without one (cancelled, or a bug)."""
+        self._jobs.discard(job)
+        entry = self._locks[job.key]
+        entry.users -= 1
+        if entry.users == 0:
+            del self._locks[job.key]
+        request = job.request
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            log.error("instruction %s failed outside its handler", request.name, exc_info=exc)
+        if job.reply.done():
+            return
+        if exc is None:
+            job.reply.set_result(_error(request, ErrorCode.CANCELLED,
+                                        f"the agent is stopping; {request.name} was cancelled"))
+        else:
+            job.reply.set_result(_error(request, ErrorCode.INTERNAL,
+                                        f"agent error in {request.name}: {exc}"))
+
+    # --- running a handler --------------------------------------------------------------
 
     async def _stream(self, request: protocol.Request, send: Send) -> None:
         self.prepare(request)
@@ -108,9 +268,9 @@ class Dispatcher:
 
     async def _run(self, request: protocol.Request, send: Send,
                    inbox: asyncio.Queue[StreamInput] | None = None) -> protocol.Reply:
-        """Run the handler; a stream (given its inbox) has no time limit."""
+        """Run the handler and turn its outcome into a reply: the one place where exceptions
+        become error codes."""
         handler = self._handlers.get(request.name)
-        limit = None if inbox is not None else request.timeout_ms / 1000
         try:
             if handler is None:
                 raise InstructionError(f"this agent does not know instruction "
@@ -118,17 +278,14 @@ class Dispatcher:
                                        ErrorCode.UNKNOWN_INSTRUCTION)
             ctx = InstructionContext(request, self._runtime, self._facts, send,
                                      inbox or asyncio.Queue())
-            async with asyncio.timeout(limit):
-                data = await handler(ctx)
+            data = await handler(ctx)
             return protocol.Reply(request_id=request.id, data=data)
         except InstructionError as exc:
-            return protocol.Reply(request_id=request.id,
-                                  error=protocol.ReplyError(exc.code, str(exc)))
-        except TimeoutError:
-            return protocol.Reply(request_id=request.id, error=protocol.ReplyError(
-                ErrorCode.TIMEOUT, f"{request.name} did not finish within "
-                                   f"{request.timeout_ms / 1000:g} s"))
+            return _error(request, exc.code, str(exc))
         except Exception as exc:
             log.exception("instruction %s failed unexpectedly", request.name)
-            return protocol.Reply(request_id=request.id, error=protocol.ReplyError(
-                ErrorCode.INTERNAL, f"agent error in {request.name}: {exc}"))
+            return _error(request, ErrorCode.INTERNAL, f"agent error in {request.name}: {exc}")
+
+
+def _error(request: protocol.Request, code: ErrorCode, message: str) -> protocol.Reply:
+    return protocol.Reply(request_id=request.id, error=protocol.ReplyError(code, message))

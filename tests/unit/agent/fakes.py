@@ -494,3 +494,41 @@ class FakeRuntime:
 
 if TYPE_CHECKING:
     _conforms: ContainerRuntime = FakeRuntime()
+
+
+class GatedCreateRuntime(FakeRuntime):
+    """A FakeRuntime whose ``create_container`` waits for ``gate``: a Docker call that is still
+    running in its thread, whatever happened meanwhile to the task that awaited it.
+
+    ``entered`` is set once a create is waiting; :meth:`wait_idle` waits until none is in
+    progress. The gate's wait is bounded by ``limit`` so a broken test fails instead of hanging.
+    """
+
+    def __init__(self, limit: float) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self._limit = limit
+        self._creating = 0
+        self._idle = threading.Condition()
+
+    def create_container(self, params: Mapping[str, Any]) -> str:
+        with self._idle:
+            self._creating += 1
+        self.entered.set()
+        try:
+            self.gate.wait(self._limit)
+            return super().create_container(params)
+        finally:
+            with self._idle:
+                self._creating -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait (in a thread) until no create is in progress; False after ``timeout``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._creating == 0, timeout)
+
+    def creating(self) -> int:
+        with self._idle:
+            return self._creating

@@ -1,8 +1,10 @@
-"""The dispatcher: one reply per instruction, errors turned into codes, per-resource ordering."""
+"""The dispatcher: one reply per instruction, errors turned into codes, per-resource ordering,
+and handlers that outlive their request's wait (a timeout, a dropped session) keeping their turn."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -13,20 +15,25 @@ from agent.handlers import HANDLERS
 from agent.runtime import RuntimeUnavailable
 from shared import protocol
 from shared.errors import ErrorCode, InstructionError
-from tests.unit.agent.fakes import FakeRuntime
+from tests.support.timing import seconds
+from tests.unit.agent.fakes import FakeRuntime, GatedCreateRuntime, blank_spec
 
 # Generous: reached only if the dispatcher is broken (a handler would otherwise wait forever).
 DEADLOCK_MS = 5_000
+DEADLOCK_S = DEADLOCK_MS / 1000
 
 
 class Outbox:
-    """The ``send`` callable the connection would pass: records every message."""
+    """The ``send`` callable the connection would pass: records every message; ``arrived`` is
+    set by the first."""
 
     def __init__(self) -> None:
         self.sent: list[protocol.AgentMessage] = []
+        self.arrived = asyncio.Event()
 
     async def __call__(self, message: protocol.AgentMessage) -> None:
         self.sent.append(message)
+        self.arrived.set()
 
     def replies(self) -> dict[str, protocol.Reply]:
         return {m.request_id: m for m in self.sent if isinstance(m, protocol.Reply)}
@@ -253,3 +260,198 @@ async def test_host_inspect_without_a_docker_engine_replies_runtime_unavailable(
     reply = outbox.sent[-1]
     assert isinstance(reply, protocol.Reply)
     assert reply.error == protocol.ReplyError(ErrorCode.RUNTIME_UNAVAILABLE, str(runtime.error))
+
+
+# a handler outlives its request's wait
+
+
+UUID = "5d1e0c2a-7b3f-4e9d-8a6c-0f1e2d3c4b5a"
+
+
+def create_request(request_id: str, timeout_ms: int = DEADLOCK_MS) -> protocol.Request:
+    """``instance.create`` as the server sends it, and re-sends, for one container."""
+    spec = blank_spec(uuid=UUID, image="corral-test/busybox:latest", command=["sleep", "300"])
+    return protocol.Request(id=request_id, name="instance.create", resource_type="container",
+                            resource_id="1i7", data={"container": spec, "registryAuth": None},
+                            timeout_ms=timeout_ms)
+
+
+async def test_a_create_resent_after_its_session_dropped_waits_for_the_first_one() -> None:
+    """The session drops while Docker creates the container, and the connection cancels the
+    tasks it started. The create the server re-sends on the next session waits for the first
+    one's Docker call and answers with its container: one container, not two."""
+    runtime = GatedCreateRuntime(limit=DEADLOCK_S)
+    dispatcher = make_dispatcher(dict(HANDLERS), runtime)
+    first, resent = Outbox(), Outbox()
+    waiting = asyncio.create_task(dispatcher.handle(create_request("first"), first))
+    assert await asyncio.to_thread(runtime.entered.wait, DEADLOCK_S)
+    waiting.cancel()  # what AgentConnection does to its session's tasks when the session ends
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+
+    resending = asyncio.create_task(dispatcher.handle(create_request("resent"), resent))
+    # Its first message: that it waits, or (broken) that it went past its check and creates.
+    await asyncio.wait_for(resent.arrived.wait(), DEADLOCK_S)
+    runtime.gate.set()
+    await asyncio.wait_for(resending, DEADLOCK_S)
+    assert await asyncio.to_thread(runtime.wait_idle, DEADLOCK_S)
+
+    assert len(runtime.containers) == 1
+    [docker_id] = runtime.containers
+    reply = resent.replies()["resent"]
+    assert reply.error is None and reply.data["dockerId"] == docker_id
+    assert runtime.calls.count("create_container") == 1
+    assert first.replies() == {}  # its session is gone: its late result is dropped
+
+
+async def test_a_create_resent_after_its_timeout_waits_for_the_first_one() -> None:
+    """A create slower than its request's timeout is answered with ``timeout`` at once, but its
+    Docker call keeps the container's turn: the re-sent create waits for it and answers with
+    the container it made. The late result of the first is not sent."""
+    runtime = GatedCreateRuntime(limit=DEADLOCK_S)
+    dispatcher = make_dispatcher(dict(HANDLERS), runtime)
+    first, resent = Outbox(), Outbox()
+    # Long enough for the create to reach Docker (which then waits for the gate), so that the
+    # timeout falls during the Docker call.
+    short = int(seconds(0.5) * 1000)
+    await asyncio.wait_for(dispatcher.handle(create_request("first", short), first), DEADLOCK_S)
+    timed_out = first.replies()["first"]
+    assert timed_out.error is not None and timed_out.error.code is ErrorCode.TIMEOUT
+    assert runtime.entered.is_set(), "the create had not reached Docker within its timeout; " \
+        "raise CORRAL_TEST_TIME_SCALE"
+
+    resending = asyncio.create_task(dispatcher.handle(create_request("resent"), resent))
+    await asyncio.wait_for(resent.arrived.wait(), DEADLOCK_S)
+    runtime.gate.set()
+    await asyncio.wait_for(resending, DEADLOCK_S)
+    assert await asyncio.to_thread(runtime.wait_idle, DEADLOCK_S)
+
+    assert len(runtime.containers) == 1
+    [docker_id] = runtime.containers
+    reply = resent.replies()["resent"]
+    assert reply.error is None and reply.data["dockerId"] == docker_id
+    assert runtime.calls.count("create_container") == 1
+    assert first.sent[-1] == timed_out  # nothing after the timeout reply
+
+
+async def test_an_instruction_waiting_for_its_resource_says_so_before_it_runs() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+        if ctx.request.id == "A":
+            started.set()
+            await release.wait()
+        return {}
+
+    dispatcher, first, second = make_dispatcher({"thing.do": handler}), Outbox(), Outbox()
+    task_a = asyncio.create_task(dispatcher.handle(request(request_id="A"), first))
+    await started.wait()
+    task_b = asyncio.create_task(dispatcher.handle(request(request_id="B"), second))
+    await asyncio.wait_for(second.arrived.wait(), DEADLOCK_S)
+    release.set()
+    await asyncio.gather(task_a, task_b)
+    assert second.sent == [
+        protocol.Progress(request_id="B", progress=None,
+                          message="waiting for an earlier instruction about thing 1t1 to finish"),
+        protocol.Reply(request_id="B", data={}),
+    ]
+
+
+async def test_a_timed_out_handler_keeps_its_slot_until_it_ends() -> None:
+    """With one slot, an instruction for another resource runs only once the timed-out
+    handler has really ended: a bounded number of handlers run, timed out or not."""
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+        events.append(f"{ctx.request.id} start")
+        if ctx.request.id == "slow":
+            await release.wait()
+        events.append(f"{ctx.request.id} end")
+        return {}
+
+    runtime = FakeRuntime()
+    dispatcher = Dispatcher({"thing.do": handler}, runtime, FactsSource(runtime, {}, None),
+                            max_concurrent=1)
+    slow, other = Outbox(), Outbox()
+    await dispatcher.handle(request(request_id="slow", timeout_ms=1), slow)
+    error = slow.replies()["slow"].error
+    assert error is not None and error.code is ErrorCode.TIMEOUT
+    task = asyncio.create_task(dispatcher.handle(request(resource_id="1t2", request_id="other"),
+                                                 other))
+    release.set()
+    await asyncio.wait_for(task, DEADLOCK_S)
+    assert events == ["slow start", "slow end", "other start", "other end"]
+    assert other.replies()["other"].error is None
+    assert slow.sent == [slow.replies()["slow"]]  # its late result is dropped
+
+
+async def test_an_instruction_still_queued_when_its_session_ends_never_runs() -> None:
+    """Only instructions that have started keep running without their session; one still
+    queued never runs (the server re-sends what it still needs)."""
+    ran: list[str] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+        ran.append(ctx.request.id)
+        started.set()
+        await release.wait()
+        return {}
+
+    dispatcher, outbox = make_dispatcher({"thing.do": handler}), Outbox()
+    task_a = asyncio.create_task(dispatcher.handle(request(request_id="A"), outbox))
+    await started.wait()
+    task_b = asyncio.create_task(dispatcher.handle(request(request_id="B"), outbox))
+    await asyncio.wait_for(outbox.arrived.wait(), DEADLOCK_S)  # B is queued
+    task_a.cancel()
+    task_b.cancel()
+    for task in (task_a, task_b):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    release.set()
+    task_c = asyncio.create_task(dispatcher.handle(request(request_id="C"), outbox))
+    await asyncio.wait_for(task_c, DEADLOCK_S)  # C ran after A ended
+    assert ran == ["A", "C"]
+    assert list(outbox.replies()) == ["C"]
+
+
+async def test_closing_lets_a_running_docker_call_end_and_sends_its_reply() -> None:
+    runtime = GatedCreateRuntime(limit=DEADLOCK_S)
+    dispatcher, outbox = make_dispatcher(dict(HANDLERS), runtime), Outbox()
+    task = asyncio.create_task(dispatcher.handle(create_request("first"), outbox))
+    assert await asyncio.to_thread(runtime.entered.wait, DEADLOCK_S)
+    closing = asyncio.create_task(dispatcher.close(grace=DEADLOCK_S))
+    runtime.gate.set()
+    await asyncio.wait_for(closing, DEADLOCK_S)
+    assert runtime.creating() == 0 and len(runtime.containers) == 1  # returned after the call
+    await asyncio.wait_for(task, DEADLOCK_S)
+    reply = outbox.replies()["first"]
+    assert reply.error is None and reply.data["dockerId"] in runtime.containers
+
+
+async def test_closing_cancels_a_handler_still_running_after_the_grace() -> None:
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck(ctx: InstructionContext) -> dict[str, Any]:
+        started.set()
+        await never.wait()
+        return {}
+
+    dispatcher, outbox = make_dispatcher({"thing.do": stuck}), Outbox()
+    task = asyncio.create_task(dispatcher.handle(request(), outbox))
+    await started.wait()
+    await asyncio.wait_for(dispatcher.close(grace=0), DEADLOCK_S)
+    await asyncio.wait_for(task, DEADLOCK_S)
+    assert outbox.sent == [protocol.Reply(request_id="req-1", error=protocol.ReplyError(
+        ErrorCode.CANCELLED, "the agent is stopping; thing.do was cancelled"))]
+
+
+async def test_a_closed_dispatcher_refuses_new_instructions_as_cancelled() -> None:
+    async def echo(ctx: InstructionContext) -> dict[str, Any]:
+        raise AssertionError("a closed dispatcher ran a handler")
+
+    dispatcher, outbox = make_dispatcher({"thing.do": echo}), Outbox()
+    await dispatcher.close()
+    await dispatcher.handle(request(), outbox)
+    assert outbox.sent == [protocol.Reply(request_id="req-1", error=protocol.ReplyError(
+        ErrorCode.CANCELLED, "the agent is stopping; thing.do was not run"))]

@@ -27,9 +27,12 @@ class Harness:
 
     def start(self, name: str, **data: object) -> tuple[protocol.Request, asyncio.Task[None]]:
         """Begin an instruction the way the connection does: inbox first, then the task."""
+        # Streams get 1 ms to show they have no time limit; other instructions have one, so
+        # they get plenty.
         request = protocol.Request(id=f"r-{len(self.sent)}-{name}", name=name,
                                    resource_type="container", resource_id="1i1",
-                                   data={"uuid": UUID, **data}, timeout_ms=1)
+                                   data={"uuid": UUID, **data},
+                                   timeout_ms=1 if name in STREAMING else 5_000)
         self.dispatcher.prepare(request)
         return request, asyncio.create_task(self.dispatcher.handle(request, self.send))
 
