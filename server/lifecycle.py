@@ -32,13 +32,19 @@ class Step:
     # Action input and output types, as the schema names them.
     input: str | None = None
     output: str | None = None
+    # Further transitional states the operation itself moves through (creating → starting).
+    passes: frozenset[str] = frozenset()
+
+    def under_way(self, state: str) -> bool:
+        """Whether a resource in ``state`` is still in this step's hands."""
+        return state == self.transitional or state in self.passes
 
 
 def step(action: str, sources: Iterable[str], target: str, *, via: str | None = None,
          operation: str | None = None, error: str | None = None, input: str | None = None,
-         output: str | None = None) -> Step:
+         output: str | None = None, passes: Iterable[str] = ()) -> Step:
     return Step(action, frozenset(sources), target, via, operation or (via and action),
-                error, input, output)
+                error, input, output, frozenset(passes))
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,8 @@ class Lifecycle:
         names = {s.value for s in self.states}
         seen: set[str] = set()
         for row in self.steps:
-            used = {*row.sources, row.target, *(x for x in (row.transitional, row.error) if x)}
+            used = {*row.sources, row.target, *row.passes,
+                    *(x for x in (row.transitional, row.error) if x)}
             if not used <= names:
                 raise ValueError(f"step {row.action}: unknown states {sorted(used - names)}")
             if row.action in seen or row.action in self.verbs:
@@ -82,10 +89,12 @@ class Lifecycle:
 
     def running(self, state: str) -> Step | None:
         """The step whose operation is under way while a resource is in ``state``."""
-        return next((row for row in self.steps if row.transitional == state), None)
+        return next((row for row in self.steps if row.transitional == state), None) or \
+            next((row for row in self.steps if state in row.passes), None)
 
     def transitional_states(self) -> frozenset[str]:
-        return frozenset(row.transitional for row in self.steps if row.transitional)
+        return frozenset(state for row in self.steps if row.transitional
+                         for state in (row.transitional, *row.passes))
 
 
 class TemplateState(StrEnum):

@@ -236,6 +236,8 @@ def _port_conflict(
 ) -> str | None:
     # Docker refuses to bind a port on an address that already has it, and 0.0.0.0 covers every
     # address; so a conflict needs the same port and protocol and an overlapping address.
+    if not any(port is not None for _, port, _ in ports):
+        return None
     used = [(ip or ANY_IP, port, protocol.lower()) for ip, port, protocol in host.used_ports]
     for ip, port, protocol in ports:
         if port is None:

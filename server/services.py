@@ -14,9 +14,10 @@ from server.sockets import ClientSockets
 from server.store import Store
 
 if TYPE_CHECKING:
-    from server.agents.hub import AgentHub
+    from server.agents.hub import Hub
     from server.agents.instructions import Instructions
     from server.agents.streams import StreamTickets
+    from server.engine.placement import Placer
     from server.engine.reconcile import Reconciler
     from server.engine.registries import RegistryAuth
     from server.engine.runner import Runner
@@ -29,11 +30,12 @@ class Services:
     types: TypeRegistry
     server_key: ServerKey
     feed: ChangeFeed
-    hub: AgentHub
+    hub: Hub
     key_cache: KeyCache
     sockets: ClientSockets
     # Built from the services above, right after them (they need the services themselves).
     runner: Runner = field(init=False)
+    placer: Placer = field(init=False)
     instructions: Instructions = field(init=False)
     reconciler: Reconciler = field(init=False)
     registries: RegistryAuth = field(init=False)

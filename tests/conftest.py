@@ -57,7 +57,7 @@ def settings(tmp_path: Path, database: str | None) -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client: object, settings: Settings) -> AsyncIterator[TestClient]:
+async def client(settings: Settings, aiohttp_client: object) -> AsyncIterator[TestClient]:
     """An in-process server on a real localhost socket."""
     app = create_app(settings)
     test_client: TestClient = await aiohttp_client(app)  # type: ignore[operator]

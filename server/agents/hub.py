@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from server.agents import liveness
 from server.agents.liveness import AgentState
@@ -26,6 +26,34 @@ from shared.protocol import CloseCode
 
 log = logging.getLogger(__name__)
 MAX_TICK_SECONDS = 1.0
+
+
+class Hub(Protocol):
+    """What the server asks of its agents' sessions; ``AgentHub`` is the real one, tests have
+    a fake that answers instructions itself."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def attach(self, session: AgentSession) -> None: ...
+
+    def detach(self, session: AgentSession) -> None: ...
+
+    async def host_removed(self, host_id: int) -> None: ...
+
+    def is_live(self, host_id: int) -> bool: ...
+
+    def agent_state(self, host_id: int) -> AgentState | None: ...
+
+    def connected_hosts(self) -> list[int]: ...
+
+    async def call(self, host_id: int, name: str, resource_type: str, resource_id: str,
+                   data: dict[str, Any], timeout: float | None = None,
+                   on_progress: ProgressCallback | None = None) -> dict[str, Any]: ...
+
+    def open_stream(self, host_id: int, name: str, resource_type: str, resource_id: str,
+                    data: dict[str, Any]) -> ServerStream: ...
 
 
 @dataclass
@@ -44,17 +72,20 @@ class AgentHub:
         self._ticker: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._dirty: set[int] = set()
-        self._writing: int | None = None
+        self._writing: set[int] = set()
         self._wake = asyncio.Event()
+        self._stopping = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Hosts that had agents when the server stopped get a grace period to come back."""
         now = time.monotonic()
-        for host in await hosts.hosts_with_live_agents(self._store):
+        found = await hosts.hosts_with_live_agents(self._store)
+        for host in found:
             self._liveness[host.id] = _Liveness(now, False, AgentState.RECONNECTING)
-            await hosts.set_agent_state(self._store, host.id, AgentState.RECONNECTING)
+        await hosts.set_agent_states(self._store,
+                                     {host.id: AgentState.RECONNECTING for host in found})
         self._ticker = asyncio.create_task(self._tick_loop())
         self._writer = asyncio.create_task(self._write_loop())
 
@@ -65,6 +96,10 @@ class AgentHub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._ticker = self._writer = None
+        # Sessions closed by our own shutdown are not lost agents: the next start gives every
+        # host a grace period anyway, so nothing is written for them (with thousands of
+        # agents, those writes alone would outlast any shutdown deadline).
+        self._stopping = True
         for session in list(self._sessions.values()):
             session.close_soon(CloseCode.GOING_AWAY, "server shutting down")
         await asyncio.gather(*(s.wait_closed() for s in list(self._sessions.values())))
@@ -82,7 +117,7 @@ class AgentHub:
         # apply_hello stored ``active``: drop a pending write of an older state, and redo the
         # write if one is in flight right now.
         self._dirty.discard(session.host_id)
-        if self._writing == session.host_id:
+        if session.host_id in self._writing:
             self._dirty.add(session.host_id)
             self._wake.set()
 
@@ -90,6 +125,8 @@ class AgentHub:
         if self._sessions.get(session.host_id) is not session:
             return
         del self._sessions[session.host_id]
+        if self._stopping:
+            return
         entry = self._liveness.get(session.host_id)
         if entry is not None:
             entry.connected = False
@@ -188,19 +225,25 @@ class AgentHub:
                 log.exception("could not record agent states")
 
     async def _flush(self) -> None:
-        """Write the current liveness state of every host whose state changed."""
+        """Write the current liveness state of every host whose state changed, in one
+        transaction per round."""
         while self._dirty:
-            host_id = self._dirty.pop()
-            entry = self._liveness.get(host_id)
-            if entry is None:
-                continue
-            written = entry.state
-            self._writing = host_id
+            written = {host_id: entry.state for host_id in self._dirty
+                       if (entry := self._liveness.get(host_id)) is not None}
+            self._dirty.clear()
+            self._writing = set(written)
             try:
-                await hosts.set_agent_state(self._store, host_id, written)
+                await hosts.set_agent_states(self._store, written)
+            except BaseException:
+                self._dirty |= set(written)  # written next round
+                raise
             finally:
-                self._writing = None
-            if entry.state is not written:
-                self._dirty.add(host_id)
-            elif written is AgentState.DISCONNECTED and not entry.connected:
-                self._liveness.pop(host_id, None)
+                self._writing = set()
+            for host_id, state in written.items():
+                entry = self._liveness.get(host_id)
+                if entry is None:
+                    continue
+                if entry.state is not state:
+                    self._dirty.add(host_id)
+                elif state is AgentState.DISCONNECTED and not entry.connected:
+                    self._liveness.pop(host_id, None)

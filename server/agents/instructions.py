@@ -21,7 +21,7 @@ from shared.errors import HostNotConnected, InstructionError
 from shared.ids import format_id, prefix_for
 
 if TYPE_CHECKING:
-    from server.agents.hub import AgentHub
+    from server.agents.hub import Hub
 
 log = logging.getLogger(__name__)
 SAMPLE_TIMEOUT = 30.0
@@ -91,7 +91,7 @@ class ProgressWriter:
 
 
 class Instructions:
-    def __init__(self, hub: AgentHub, store: Store) -> None:
+    def __init__(self, hub: Hub, store: Store) -> None:
         self._hub = hub
         self.progress = ProgressWriter(store)
 

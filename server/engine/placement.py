@@ -1,24 +1,43 @@
-"""Gather what the scheduler needs from the store and the hub, and place a container."""
+"""Place a container: plan against a view kept from the change log, then reserve what it takes
+in the same transaction that records it.
+
+The view holds, per environment, each host and what its containers take (ports, memory, CPU,
+names and labels for affinity rules). It is loaded once per environment and then kept up to date
+from the change feed, so the cost of a placement does not grow with the number of containers in
+the environment. The view may lag behind the store by a moment: the plan is only a proposal.
+The commit locks the chosen host (a row lock on PostgreSQL; SQLite has one writer), re-checks
+the request against the host's containers as the store has them, and only then inserts the
+container, so two concurrent creates never claim the same host port or overcommit a host,
+also across server processes. A host that no longer fits is planned around, with its fresh
+state, until one fits or none is left.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from server import scheduler
 from server.agents.liveness import AgentState
 from server.api.errors import invalid
-from server.store import Condition, Query, Record, Store
+from server.feed import FeedClosed, ResumeTooOld
+from server.store import Change, Condition, Query, Record, Store, Transaction
 from shared.ids import format_id, parse_id
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from server.agents.hub import Hub
+    from server.feed import ChangeFeed
 
+log = logging.getLogger(__name__)
 PAGE = 500
+ATTEMPTS = 8
 
 
-async def list_all(store: Store, query: Query) -> list[Record]:
+async def list_all(store: Store | Transaction, query: Query) -> list[Record]:
     """Every record a query matches, page by page."""
     out: list[Record] = []
     offset = 0
@@ -36,70 +55,285 @@ def reservation(spec: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[int
     return int(memory), int(cpu)
 
 
-def _candidate(host: Record, containers: list[Record], live: bool) -> scheduler.HostCandidate:
+@dataclass(frozen=True)
+class Taken:
+    """What one container takes on its host."""
+
+    ports: frozenset[tuple[str, int, str]]
+    memory: int
+    milli_cpu: int
+    placed: scheduler.PlacedContainer
+
+    @classmethod
+    def of(cls, record: Record) -> Taken:
+        spec = record.data.get("spec") or {}
+        ports = frozenset(
+            (p.get("hostIp") or scheduler.ANY_IP, int(p["hostPort"]), p.get("protocol") or "tcp")
+            for p in spec.get("ports") or [] if p.get("hostPort"))
+        memory, cpu = reservation(spec, record.data)
+        return cls(ports, memory, cpu, scheduler.PlacedContainer(
+            name=record.name, labels=dict(record.data.get("labels") or {})))
+
+
+@dataclass
+class HostView:
+    """A host and what its containers take; its scheduler candidate is built when needed."""
+
+    record: Record
+    taken: dict[int, Taken] = field(default_factory=dict)
+    _candidate: scheduler.HostCandidate | None = None
+
+    def changed(self) -> None:
+        self._candidate = None
+
+    def candidate(self, active: bool) -> scheduler.HostCandidate:
+        if self._candidate is None:
+            self._candidate = candidate(self.record, self.taken.values(), True)
+        if self._candidate.active != active:
+            return replace(self._candidate, active=active)
+        return self._candidate
+
+
+def candidate(host: Record, taken: Any, active: bool) -> scheduler.HostCandidate:
     used: set[tuple[str, int, str]] = set()
     memory = cpu = 0
     placed = []
-    for c in containers:
-        spec = c.data.get("spec") or {}
-        for port in spec.get("ports") or []:
-            if port.get("hostPort"):
-                used.add((port.get("hostIp") or "0.0.0.0", int(port["hostPort"]),
-                          port.get("protocol") or "tcp"))
-        m, p = reservation(spec, c.data)
-        memory, cpu = memory + m, cpu + p
-        placed.append(scheduler.PlacedContainer(name=c.name, labels=dict(c.data.get("labels")
-                                                                        or {})))
+    for item in taken:
+        used |= item.ports
+        memory, cpu = memory + item.memory, cpu + item.milli_cpu
+        placed.append(item.placed)
     labels = dict(host.data.get("reportedLabels") or {})
     labels.update(host.data.get("userLabels") or {})
     return scheduler.HostCandidate(
         id=format_id("1h", host.id), name=host.name or host.data.get("hostname") or "",
-        active=live and host.state == "active", labels=labels,
+        active=active and host.state == "active", labels=labels,
         memory=host.data.get("memory"), milli_cpu=host.data.get("milliCpu"),
         ip=str(host.data.get("agentIpAddress") or ""), used_ports=frozenset(used),
         reserved_memory=memory, reserved_milli_cpu=cpu, containers=placed)
 
 
-async def place_container(services: Services, project_id: int, values: Mapping[str, Any],
-                          spec: Mapping[str, Any],
-                          required_host_ids: frozenset[str] | None = None) -> Record:
-    """The host a new container goes to, or a 422 that says why no host can take it."""
-    store = services.store
-    hosts = [h for h in await list_all(store, Query(types=["host"], project_id=project_id))
-             if h.removed is None]
-    containers = await list_all(store, Query(types=["container"], project_id=project_id,
-                                             conditions=[Condition("removed", "null")]))
-    by_host: dict[int, list[Record]] = defaultdict(list)
-    for c in containers:
-        if isinstance(c.data.get("hostId"), int):
-            by_host[c.data["hostId"]].append(c)
-    candidates = [_candidate(h, by_host[h.id],
-                             services.hub.agent_state(h.id) is AgentState.ACTIVE) for h in hosts]
+def _placed(record: Record) -> bool:
+    return record.type == "container" and record.removed is None and \
+        isinstance(record.data.get("hostId"), int)
+
+
+class PlacementView:
+    """Hosts and what their containers take, per environment, kept from the change feed."""
+
+    def __init__(self, store: Store, feed: ChangeFeed) -> None:
+        self._store = store
+        self._feed = feed
+        self._projects: dict[int, dict[int, HostView]] = {}
+        self._loading: dict[int, asyncio.Lock] = {}
+        # Where each container is counted: (project, host); and the version of what we hold.
+        self._where: dict[int, tuple[int, int]] = {}
+        self._versions: dict[int, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.applied = 0
+        self._advanced = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(self._feed.position))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def sync(self, timeout: float = 2.0) -> None:
+        """Wait until the view holds every change committed so far (read your own writes: a
+        host that just became active can be chosen). Bounded: a view that lags is still only
+        a plan, which the commit checks."""
+        target = await self._store.last_seq()
+        if self.applied >= target:
+            return
+        self._feed.notify(target)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.applied < target and self._task is not None \
+                        and not self._task.done():
+                    advanced = self._advanced
+                    await advanced.wait()
+
+    async def hosts(self, project_id: int) -> dict[int, HostView]:
+        """The environment's hosts, loaded from the store the first time."""
+        loaded = self._projects.get(project_id)
+        if loaded is not None:
+            return loaded
+        lock = self._loading.setdefault(project_id, asyncio.Lock())
+        async with lock:
+            if project_id not in self._projects:
+                await self._load(project_id)
+        return self._projects[project_id]
+
+    async def _load(self, project_id: int) -> None:
+        hosts = await list_all(self._store, Query(types=["host"], project_id=project_id,
+                                                  conditions=[Condition("removed", "null")]))
+        containers = await list_all(self._store, Query(
+            types=["container"], project_id=project_id,
+            conditions=[Condition("removed", "null"), Condition("hostId", "notnull")]))
+        views = {h.id: HostView(h) for h in hosts}
+        self._projects[project_id] = views
+        for h in hosts:
+            self._versions[h.id] = max(self._versions.get(h.id, 0), h.version)
+        for c in containers:
+            self._apply_container(c)
+
+    async def _follow(self, since: int) -> None:
+        cursor = self._feed.follow(since)
+        while True:
+            try:
+                batch = await cursor.next_batch()
+            except (FeedClosed, asyncio.CancelledError):
+                return
+            except ResumeTooOld:
+                log.warning("placement view fell behind the change log; reloading")
+                self._projects.clear()
+                self._where.clear()
+                self._versions.clear()
+                cursor = self._feed.follow()
+                continue
+            for change in batch:
+                self.apply(change)
+            self.applied = batch[-1].seq
+            advanced, self._advanced = self._advanced, asyncio.Event()
+            advanced.set()
+
+    def apply(self, change: Change) -> None:
+        """Take one change into the view (older versions than the one held are ignored)."""
+        record = change.record
+        if record.type not in ("host", "container") or record.project_id not in self._projects:
+            return
+        if self._versions.get(record.id, 0) >= record.version:
+            return
+        self._versions[record.id] = record.version
+        if record.type == "host":
+            views = self._projects[record.project_id]
+            if record.removed is not None:
+                views.pop(record.id, None)
+            elif record.id in views:
+                views[record.id].record = record
+                views[record.id].changed()
+            else:
+                views[record.id] = HostView(record)
+            return
+        self._apply_container(record)
+
+    def _apply_container(self, record: Record) -> None:
+        self._versions[record.id] = max(self._versions.get(record.id, 0), record.version)
+        before = self._where.pop(record.id, None)
+        if before is not None:
+            old = self._projects.get(before[0], {}).get(before[1])
+            if old is not None and old.taken.pop(record.id, None) is not None:
+                old.changed()
+        if not _placed(record) or record.project_id is None:
+            return
+        host_id = int(record.data["hostId"])
+        view = self._projects.get(record.project_id, {}).get(host_id)
+        if view is None:
+            return
+        view.taken[record.id] = Taken.of(record)
+        view.changed()
+        self._where[record.id] = (record.project_id, host_id)
+
+
+def request_for(values: Mapping[str, Any], spec: Mapping[str, Any],
+                required_host_ids: frozenset[str] | None) -> scheduler.Request:
     memory, cpu = reservation(spec, values)
-    requested = values.get("requestedHostId")
-    if requested is not None:
-        number = parse_id(str(requested), "1h")
-        target = next((h for h in hosts if h.id == number), None)
-        if target is None:
-            raise invalid("InvalidReference", "requestedHostId",
-                          f"{requested} is not a host in this environment")
-        if not services.hub.is_live(target.id) or target.state != "active":
-            state = target.state if target.state != "active" else "disconnected"
-            raise invalid("NoHostAvailable", "requestedHostId",
-                          f"host {requested} ({target.name}) is {state}: it is not active, so "
-                          "it cannot take new containers")
-    request = scheduler.Request(
-        requested_host_id=requested,
+    return scheduler.Request(
+        requested_host_id=values.get("requestedHostId"),
         ports=[(p.get("hostIp"), p.get("hostPort"), p.get("protocol") or "tcp")
                for p in spec.get("ports") or []],
         memory_reservation=memory or None, milli_cpu_reservation=cpu or None,
         labels=dict(spec.get("labels") or {}), required_host_ids=required_host_ids)
-    try:
-        placement = scheduler.place(request, candidates)
-    except scheduler.NoHostAvailable as exc:
-        field = "requestedHostId" if requested else None
-        raise invalid("NoHostAvailable", field, str(exc)) from None
-    except ValueError as exc:
-        raise invalid("InvalidFormat", "labels", str(exc)) from None
-    number = parse_id(placement.host_id, "1h")
-    return next(h for h in hosts if h.id == number)
+
+
+NewContainer = Callable[[Transaction, Record], Awaitable[Record]]
+
+
+class Placer:
+    """Plans against the view, commits against the store."""
+
+    def __init__(self, store: Store, view: PlacementView, hub: Hub) -> None:
+        self._store = store
+        self.view = view
+        self._hub = hub
+
+    def _live(self, host_id: int) -> bool:
+        return self._hub.agent_state(host_id) is AgentState.ACTIVE
+
+    async def place(self, store: Store, project_id: int, values: Mapping[str, Any],
+                    spec: Mapping[str, Any], required_host_ids: frozenset[str] | None,
+                    create: NewContainer) -> Record:
+        """Choose a host, re-check it in a transaction and record the container there
+        (``create`` writes it, given the transaction and the host); a 422 that says why no
+        host can take it otherwise."""
+        await self.view.sync()
+        views = await self.view.hosts(project_id)
+        await self._check_requested(views, values.get("requestedHostId"))
+        request = request_for(values, spec, required_host_ids)
+        # Hosts whose commit found them full: planned with what the store said.
+        fresh: dict[int, scheduler.HostCandidate] = {}
+        for _ in range(ATTEMPTS):
+            candidates = [fresh.get(h_id) or view.candidate(self._live(h_id))
+                          for h_id, view in views.items()]
+            host_id = self._plan(request, candidates, values)
+            record, refreshed = await self._commit(store, host_id, request, create)
+            if record is not None:
+                return record
+            assert refreshed is not None
+            fresh[host_id] = refreshed
+        raise invalid("NoHostAvailable", None,
+                      "no host could take this container: the hosts kept changing; try again")
+
+    def _plan(self, request: scheduler.Request, candidates: list[scheduler.HostCandidate],
+              values: Mapping[str, Any]) -> int:
+        try:
+            placement = scheduler.place(request, candidates)
+        except scheduler.NoHostAvailable as exc:
+            field_name = "requestedHostId" if values.get("requestedHostId") else None
+            raise invalid("NoHostAvailable", field_name, str(exc)) from None
+        except ValueError as exc:
+            raise invalid("InvalidFormat", "labels", str(exc)) from None
+        number = parse_id(placement.host_id, "1h")
+        assert number is not None
+        return number
+
+    async def _commit(self, store: Store, host_id: int, request: scheduler.Request,
+                      create: NewContainer) -> tuple[Record | None,
+                                                     scheduler.HostCandidate | None]:
+        """The container recorded on ``host_id``, or the host as it really is if it does not
+        fit any more."""
+
+        async def work(tx: Transaction) -> tuple[Record | None,
+                                                 scheduler.HostCandidate | None]:
+            host = await tx.lock(host_id)
+            if host is None:
+                raise invalid("NoHostAvailable", None, f"host {host_id} was removed")
+            containers = await list_all(tx, Query(
+                types=["container"], conditions=[Condition("hostId", "eq", host_id, "int"),
+                                                 Condition("removed", "null")]))
+            actual = candidate(host, [Taken.of(c) for c in containers], self._live(host_id))
+            try:
+                scheduler.place(request, [actual])
+            except scheduler.NoHostAvailable:
+                return None, actual
+            return await create(tx, host), None
+
+        return await store.transact(work)
+
+    async def _check_requested(self, views: Mapping[int, HostView], requested: Any) -> None:
+        if requested is None:
+            return
+        number = parse_id(str(requested), "1h")
+        target = views.get(number) if number is not None else None
+        if target is None:
+            raise invalid("InvalidReference", "requestedHostId",
+                          f"{requested} is not a host in this environment")
+        record = target.record
+        if not self._hub.is_live(record.id) or record.state != "active":
+            state = record.state if record.state != "active" else "disconnected"
+            raise invalid("NoHostAvailable", "requestedHostId",
+                          f"host {requested} ({record.name}) is {state}: it is not active, so "
+                          "it cannot take new containers")

@@ -221,7 +221,7 @@ class Runner:
             current = await tx.lock(record.id)
             if current is None:
                 return
-            if current.state != row.transitional:
+            if not row.under_way(current.state):
                 if data:  # the newer step was submitted when it was asked for
                     await tx.update(record.id, {}, data)
                 return

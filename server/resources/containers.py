@@ -15,11 +15,10 @@ from server.api.errors import Unavailable, invalid
 from server.api.schema import Action, Field, Schema, Scope
 from server.api.types import ResourceType, entered
 from server.caller import Caller
-from server.engine.placement import place_container
 from server.lifecycle import Lifecycle, step
 from server.resources.container_spec import build_spec, volume_names
 from server.resources.volumes import named_volume_hosts, release_mounts
-from server.store import Condition, Conflict, NewRecord, Query, Record
+from server.store import Condition, Conflict, NewRecord, Query, Record, Transaction
 from shared.ids import format_id, parse_id
 
 _S = "array[string]"
@@ -100,7 +99,7 @@ CONTAINER_LIFECYCLE = Lifecycle(
     states=ContainerState,
     initial="creating",
     steps=(
-        step("create", (), "running", via="creating", error="error"),
+        step("create", (), "running", via="creating", error="error", passes={"starting"}),
         step("start", {"stopped"}, "running", via="starting", error="stopped"),
         step("stop", {"running", "starting", "restarting"}, "stopped", via="stopping",
              error="running", input="instanceStop"),
@@ -157,32 +156,36 @@ class ContainerType(ResourceType):
         assert project_id is not None
         container_uuid = str(uuidlib.uuid4())
         name = values.get("name")
-        if name is not None:
-            await self._check_unique_name(caller, project_id, name)
         spec = build_spec(values, uuid=container_uuid, name=name)
         spec["volumesFrom"] = await self._docker_ids(caller, project_id, spec["volumesFrom"])
         names = volume_names(spec)
         required = await named_volume_hosts(caller.store, project_id, names) \
             if names else None
-        host = await place_container(caller.services, project_id, values, spec,
-                                     required_host_ids=required or None)
-        for port in spec["ports"]:
-            port["hostIp"] = port["hostIp"] or host.data.get("agentIpAddress")
-        data = {k: v for k, v in values.items() if k not in ("name", "description")}
-        data.update(spec=spec, hostId=host.id)
-        try:
-            record = await caller.store.create(NewRecord(
-                type="container", kind="container", state="creating", name=name,
-                description=values.get("description"), project_id=project_id,
-                uuid=container_uuid, transitioning="yes", transitioning_message="In Progress",
-                data=data))
-        except Conflict as exc:
-            raise ApiConflict(str(exc)) from exc
+
+        async def record_on(tx: Transaction, host: Record) -> Record:
+            if name is not None:
+                await self._check_unique_name(tx, project_id, name)
+            placed_spec = {**spec, "ports": [
+                {**port, "hostIp": port["hostIp"] or host.data.get("agentIpAddress")}
+                for port in spec["ports"]]}
+            data = {k: v for k, v in values.items() if k not in ("name", "description")}
+            data.update(spec=placed_spec, hostId=host.id)
+            try:
+                return await tx.create(NewRecord(
+                    type="container", kind="container", state="creating", name=name,
+                    description=values.get("description"), project_id=project_id,
+                    uuid=container_uuid, transitioning="yes",
+                    transitioning_message="In Progress", data=data))
+            except Conflict as exc:
+                raise ApiConflict(str(exc)) from exc
+
+        record = await caller.services.placer.place(caller.store, project_id, values, spec,
+                                                    required or None, record_on)
         caller.services.runner.submit(record.id)
         return record
 
-    async def _check_unique_name(self, caller: Caller, project_id: int, name: str) -> None:
-        same = await caller.store.list(Query(
+    async def _check_unique_name(self, tx: Transaction, project_id: int, name: str) -> None:
+        same = await tx.list(Query(
             types=["container"], project_id=project_id, limit=1,
             conditions=[Condition("name", "eq", name), Condition("removed", "null")]))
         if same:

@@ -142,13 +142,22 @@ async def apply_facts(store: Store, host_id: int, changes: Mapping[str, Any]) ->
     return await store.update(host_id, {}, changed)
 
 
-async def set_agent_state(store: Store, host_id: int, state: AgentState) -> None:
-    """Persist a liveness transition (rare: not once per ping)."""
-    host = await store.get(host_id)
-    if host is None or host.state in ("removed", "purged"):
-        return
-    columns = {"state": state.value} if host.state in LIVE_STATES else {}
-    await store.update(host_id, columns, {"agentState": state.value})
+async def set_agent_states(store: Store, states: Mapping[int, AgentState]) -> None:
+    """Persist liveness transitions (rare: not once per ping), all in one transaction."""
+
+    async def write(tx: Transaction) -> None:
+        for host_id, state in states.items():
+            host = await tx.lock(host_id)
+            if host is None or host.state in ("removed", "purged"):
+                continue
+            if host.data.get("agentState") == state.value and \
+                    (host.state not in LIVE_STATES or host.state == state.value):
+                continue
+            columns = {"state": state.value} if host.state in LIVE_STATES else {}
+            await tx.update(host_id, columns, {"agentState": state.value})
+
+    if states:
+        await store.transact(write)
 
 
 async def hosts_with_live_agents(store: Store) -> list[Record]:
