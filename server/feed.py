@@ -46,6 +46,8 @@ class ChangeFeed:
         # Every change after ``_floor`` up to ``_cursor`` is in the window.
         self._floor = 0
         self._cursor = 0
+        # The newest sequence number this process committed (its own writes, at once).
+        self.committed = 0
         self._wake = asyncio.Event()
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -57,6 +59,7 @@ class ChangeFeed:
 
     async def start(self) -> None:
         self._cursor = self._floor = await self._store.last_seq()
+        self.committed = max(self.committed, self._cursor)
         self._tasks = [asyncio.create_task(self._tail()), asyncio.create_task(self._prune())]
 
     async def stop(self) -> None:
@@ -70,6 +73,7 @@ class ChangeFeed:
 
     def notify(self, seq: int) -> None:
         """A transaction of this process committed, up to ``seq``."""
+        self.committed = max(self.committed, seq)
         if seq > self._cursor:
             self._wake.set()
 

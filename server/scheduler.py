@@ -207,6 +207,32 @@ def place(request: Request, hosts: Sequence[HostCandidate]) -> Placement:
     return Placement(best.id, notes)
 
 
+def spread_key(host: HostCandidate) -> tuple[int, float, list[str | int]]:
+    """Where a host stands in the spread order when no soft rule applies (see ``_rank``)."""
+    fraction = host.reserved_memory / host.memory if host.memory else 0.0
+    return (len(host.containers), fraction, _natural_key(host.id))
+
+
+def place_in_order(request: Request, ordered: Iterable[HostCandidate]) -> Placement | None:
+    """What ``place`` would choose, found without ranking every host: the first host of
+    ``ordered`` (already in ``spread_key`` order) that passes every hard rule.
+
+    Applies only to requests without soft rules and hosts without a pin (where ranking is
+    the spread order alone); returns None when it does not apply or no host passes, and the
+    caller falls back to ``place`` (which also says why no host fits). Raises ValueError for
+    malformed scheduling labels.
+    """
+    rules = parse_rules(request.labels)
+    if any(rule.soft for rule in rules):
+        return None
+    for host in ordered:
+        if host.pinned:
+            return None
+        if _exclusion(host, request, rules, ()) is None:
+            return Placement(host.id, ())
+    return None
+
+
 def _exclusion(
     host: HostCandidate, request: Request, rules: Sequence[Rule], pinned: Sequence[str]
 ) -> str | None:

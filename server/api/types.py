@@ -18,7 +18,7 @@ from server.api.errors import Conflict as ApiConflict
 from server.api.errors import NotFound, invalid
 from server.api.schema import Schema, Scope
 from server.lifecycle import TEMPLATE, Lifecycle, Step
-from server.store import Conflict, NewRecord, Record
+from server.store import Conflict, NewRecord, Record, Transaction
 
 if TYPE_CHECKING:
     from server.api.context import RequestContext
@@ -141,9 +141,21 @@ class ResourceType:
         """Enter the step's transitional state and hand it to the runner, or reach its target
         at once (``target`` overrides the table's, for targets known only now)."""
         if row.transitional is not None:
-            updated = await self.write(caller, record,
-                                       entered(row.transitional, transitional=True), data)
-            caller.services.runner.submit(updated.id)
+            runner = caller.services.runner
+            operation = row.operation
+            assert operation is not None
+
+            async def enter(tx: Transaction) -> tuple[Record, bool]:
+                updated = await tx.update(record.id, entered(row.transitional or "",
+                                                             transitional=True),
+                                          data, expected_version=record.version)
+                return updated, await runner.claim_in(tx, record.id, operation)
+
+            try:
+                updated, claimed = await caller.store.transact(enter)
+            except Conflict as exc:
+                raise ApiConflict(str(exc)) from exc
+            runner.submit(updated.id, claimed=claimed)
             return updated
         updated = await self.write(caller, record, entered(target or row.target), data)
         await self.after_step(caller, updated, row)

@@ -15,6 +15,7 @@ state, until one fits or none is left.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -75,7 +76,7 @@ class Taken:
             name=record.name, labels=dict(record.data.get("labels") or {})))
 
 
-@dataclass
+@dataclass(eq=False)
 class HostView:
     """A host and what its containers take; its scheduler candidate is built when needed."""
 
@@ -83,15 +84,51 @@ class HostView:
     taken: dict[int, Taken] = field(default_factory=dict)
     _candidate: scheduler.HostCandidate | None = None
 
-    def changed(self) -> None:
-        self._candidate = None
-
     def candidate(self, active: bool) -> scheduler.HostCandidate:
         if self._candidate is None:
             self._candidate = candidate(self.record, self.taken.values(), True)
         if self._candidate.active != active:
             return replace(self._candidate, active=active)
         return self._candidate
+
+
+class ProjectView:
+    """One environment's hosts, and their ids in spread order (fewest containers first),
+    kept sorted as containers come and go so that a plan need not rank every host."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[int, HostView] = {}
+        self._order: list[tuple[int, float, list[str | int], int]] = []
+        self._keys: dict[int, tuple[int, float, list[str | int], int]] = {}
+
+    def ordered(self) -> list[int]:
+        return [entry[-1] for entry in self._order]
+
+    def put_host(self, record: Record) -> None:
+        view = self.hosts.get(record.id)
+        if view is None:
+            view = self.hosts[record.id] = HostView(record)
+        else:
+            view.record = record
+        self.changed(view)
+
+    def drop_host(self, host_id: int) -> None:
+        self.hosts.pop(host_id, None)
+        self._unrank(host_id)
+
+    def changed(self, view: HostView) -> None:
+        view._candidate = None
+        self._unrank(view.record.id)
+        key = (*scheduler.spread_key(view.candidate(True)), view.record.id)
+        bisect.insort(self._order, key)
+        self._keys[view.record.id] = key
+
+    def _unrank(self, host_id: int) -> None:
+        key = self._keys.pop(host_id, None)
+        if key is not None:
+            index = bisect.bisect_left(self._order, key)
+            if index < len(self._order) and self._order[index] == key:
+                del self._order[index]
 
 
 def candidate(host: Record, taken: Any, active: bool) -> scheduler.HostCandidate:
@@ -123,7 +160,7 @@ class PlacementView:
     def __init__(self, store: Store, feed: ChangeFeed) -> None:
         self._store = store
         self._feed = feed
-        self._projects: dict[int, dict[int, HostView]] = {}
+        self._projects: dict[int, ProjectView] = {}
         self._loading: dict[int, asyncio.Lock] = {}
         # Where each container is counted: (project, host); and the version of what we hold.
         self._where: dict[int, tuple[int, int]] = {}
@@ -133,6 +170,7 @@ class PlacementView:
         self._advanced = asyncio.Event()
 
     def start(self) -> None:
+        self.applied = self._feed.position
         self._task = asyncio.create_task(self._follow(self._feed.position))
 
     async def stop(self) -> None:
@@ -142,13 +180,13 @@ class PlacementView:
                 await self._task
 
     async def sync(self, timeout: float = 2.0) -> None:
-        """Wait until the view holds every change committed so far (read your own writes: a
-        host that just became active can be chosen). Bounded: a view that lags is still only
-        a plan, which the commit checks."""
-        target = await self._store.last_seq()
+        """Wait until the view holds every change this process committed so far (read your
+        own writes: a host that just became active can be chosen). Bounded: a view that lags
+        is still only a plan, which the commit checks; other servers' changes arrive with
+        the feed's next poll."""
+        target = self._feed.committed
         if self.applied >= target:
             return
-        self._feed.notify(target)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while self.applied < target and self._task is not None \
@@ -156,7 +194,7 @@ class PlacementView:
                     advanced = self._advanced
                     await advanced.wait()
 
-    async def hosts(self, project_id: int) -> dict[int, HostView]:
+    async def hosts(self, project_id: int) -> ProjectView:
         """The environment's hosts, loaded from the store the first time."""
         loaded = self._projects.get(project_id)
         if loaded is not None:
@@ -173,10 +211,11 @@ class PlacementView:
         containers = await list_all(self._store, Query(
             types=["container"], project_id=project_id,
             conditions=[Condition("removed", "null"), Condition("hostId", "notnull")]))
-        views = {h.id: HostView(h) for h in hosts}
-        self._projects[project_id] = views
+        project = ProjectView()
         for h in hosts:
+            project.put_host(h)
             self._versions[h.id] = max(self._versions.get(h.id, 0), h.version)
+        self._projects[project_id] = project
         for c in containers:
             self._apply_container(c)
 
@@ -209,14 +248,11 @@ class PlacementView:
             return
         self._versions[record.id] = record.version
         if record.type == "host":
-            views = self._projects[record.project_id]
+            project = self._projects[record.project_id]
             if record.removed is not None:
-                views.pop(record.id, None)
-            elif record.id in views:
-                views[record.id].record = record
-                views[record.id].changed()
+                project.drop_host(record.id)
             else:
-                views[record.id] = HostView(record)
+                project.put_host(record)
             return
         self._apply_container(record)
 
@@ -224,17 +260,20 @@ class PlacementView:
         self._versions[record.id] = max(self._versions.get(record.id, 0), record.version)
         before = self._where.pop(record.id, None)
         if before is not None:
-            old = self._projects.get(before[0], {}).get(before[1])
-            if old is not None and old.taken.pop(record.id, None) is not None:
-                old.changed()
+            project = self._projects.get(before[0])
+            old = project.hosts.get(before[1]) if project is not None else None
+            if project is not None and old is not None and \
+                    old.taken.pop(record.id, None) is not None:
+                project.changed(old)
         if not _placed(record) or record.project_id is None:
             return
         host_id = int(record.data["hostId"])
-        view = self._projects.get(record.project_id, {}).get(host_id)
-        if view is None:
+        project = self._projects.get(record.project_id)
+        view = project.hosts.get(host_id) if project is not None else None
+        if project is None or view is None:
             return
         view.taken[record.id] = Taken.of(record)
-        view.changed()
+        project.changed(view)
         self._where[record.id] = (record.project_id, host_id)
 
 
@@ -270,15 +309,17 @@ class Placer:
         (``create`` writes it, given the transaction and the host); a 422 that says why no
         host can take it otherwise."""
         await self.view.sync()
-        views = await self.view.hosts(project_id)
-        await self._check_requested(views, values.get("requestedHostId"))
+        project = await self.view.hosts(project_id)
+        await self._check_requested(project.hosts, values.get("requestedHostId"))
         request = request_for(values, spec, required_host_ids)
         # Hosts whose commit found them full: planned with what the store said.
         fresh: dict[int, scheduler.HostCandidate] = {}
         for _ in range(ATTEMPTS):
-            candidates = [fresh.get(h_id) or view.candidate(self._live(h_id))
-                          for h_id, view in views.items()]
-            host_id = self._plan(request, candidates, values)
+            def current(host_id: int) -> scheduler.HostCandidate:
+                return fresh.get(host_id) or \
+                    project.hosts[host_id].candidate(self._live(host_id))
+
+            host_id = self._plan(request, project.ordered(), current, values)
             record, refreshed = await self._commit(store, host_id, request, create)
             if record is not None:
                 return record
@@ -287,10 +328,14 @@ class Placer:
         raise invalid("NoHostAvailable", None,
                       "no host could take this container: the hosts kept changing; try again")
 
-    def _plan(self, request: scheduler.Request, candidates: list[scheduler.HostCandidate],
+    def _plan(self, request: scheduler.Request, order: list[int],
+              current: Callable[[int], scheduler.HostCandidate],
               values: Mapping[str, Any]) -> int:
         try:
-            placement = scheduler.place(request, candidates)
+            # The common case walks hosts in spread order and stops at the first that fits;
+            # soft rules, or no host fitting, take the full ranking (and its reasons).
+            placement = scheduler.place_in_order(request, (current(h) for h in order)) or \
+                scheduler.place(request, [current(h) for h in order])
         except scheduler.NoHostAvailable as exc:
             field_name = "requestedHostId" if values.get("requestedHostId") else None
             raise invalid("NoHostAvailable", field_name, str(exc)) from None

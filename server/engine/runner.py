@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ class Runner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
+        # Records whose claim was taken with the write that asked for the step, and when.
+        self._claimed: dict[int, float] = {}
 
     def register(self, type_id: str, lifecycle: Lifecycle,
                  operations: Mapping[str, Operation]) -> None:
@@ -94,10 +97,18 @@ class Runner:
 
     # --- scheduling ---------------------------------------------------------------------
 
-    def submit(self, record_id: int) -> None:
+    async def claim_in(self, tx: Transaction, record_id: int, operation: str) -> bool:
+        """Claim ``record_id``'s operation in the transaction that asks for it (saving the
+        runner a write of its own); after it commits, ``submit(record_id, claimed=...)``
+        with what this returned (False: another server holds the claim)."""
+        return await tx.claim(record_id, self.owner, operation, CLAIM_TTL_MS)
+
+    def submit(self, record_id: int, *, claimed: bool = False) -> None:
         """Carry out the operation ``record_id``'s state says is under way (if any)."""
         if self._stopping:
             return
+        if claimed:
+            self._claimed[record_id] = time.monotonic()
         task = asyncio.create_task(self._run(record_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -164,19 +175,25 @@ class Runner:
         row = table.lifecycle.running(record.state) if table is not None else None
         if table is None or row is None or row.operation is None:
             return
-        if not await store.claim(record.id, self.owner, row.operation, CLAIM_TTL_MS):
+        claimed_at = self._claimed.pop(record.id, None)
+        fresh = claimed_at is not None and \
+            time.monotonic() - claimed_at < CLAIM_TTL_MS / 2000
+        if not fresh and not await store.claim(record.id, self.owner, row.operation,
+                                               CLAIM_TTL_MS):
             log.debug("%s %s: %s is claimed by another server", record.type, record.id,
                       row.operation)
             return
         heartbeat = asyncio.create_task(self._heartbeat(record.id, row.operation))
+        released = False
         try:
-            await self._carry_out(table.operations[row.operation], record, row)
+            released = await self._carry_out(table.operations[row.operation], record, row)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            with contextlib.suppress(Exception):
-                await store.release(record.id, self.owner)
+            if not released:
+                with contextlib.suppress(Exception):
+                    await store.release(record.id, self.owner)
 
     async def _heartbeat(self, record_id: int, operation: str) -> None:
         while True:
@@ -185,27 +202,27 @@ class Runner:
                 await self._services.store.claim(record_id, self.owner, operation,
                                                  CLAIM_TTL_MS)
 
-    async def _carry_out(self, operation: Operation, record: Record, row: Step) -> None:
+    async def _carry_out(self, operation: Operation, record: Record, row: Step) -> bool:
+        """Run the operation and record its outcome; whether the claim went with it."""
         caller = Caller.system(self._services)
         try:
             outcome = await operation(caller, record)
         except HostNotConnected as exc:
             # Resumed when the host's agent comes back (see resume()).
             message = f"waiting for the host: {exc}"
-            if record.transitioning_message != message:
-                await self._finish(record, row, {"transitioning_message": message}, None)
-            return
+            if record.transitioning_message == message:
+                return False
+            return await self._finish(record, row, {"transitioning_message": message}, None)
         except InstructionError as exc:
             log.info("%s %s: %s failed: %s", record.type, record.uuid, row.operation, exc)
-            await self._finish(record, row, self._failed(row, record, str(exc)), None)
-            return
+            return await self._finish(record, row, self._failed(row, record, str(exc)), None)
         except Exception:
             log.exception("%s %s: %s failed", record.type, record.uuid, row.operation)
-            await self._finish(record, row,
-                               self._failed(row, record, "internal error; see the server log"),
-                               None)
-            return
-        await self._finish(record, row, entered(outcome.state or row.target), outcome.data)
+            return await self._finish(
+                record, row, self._failed(row, record, "internal error; see the server log"),
+                None)
+        return await self._finish(record, row, entered(outcome.state or row.target),
+                                  outcome.data)
 
     @staticmethod
     def _failed(row: Step, record: Record, message: str) -> dict[str, Any]:
@@ -213,11 +230,13 @@ class Runner:
                 "transitioning_message": message, "transitioning_progress": None}
 
     async def _finish(self, record: Record, row: Step, columns: dict[str, Any],
-                      data: Mapping[str, Any] | None) -> None:
-        """Record the outcome, unless a newer step was asked for meanwhile: then only the
-        operation's data is kept and the newer step runs next."""
+                      data: Mapping[str, Any] | None) -> bool:
+        """Record the outcome and give up the claim, in one transaction, unless a newer step
+        was asked for meanwhile: then only the operation's data is kept and the newer step
+        runs next. True once written."""
 
         async def write(tx: Transaction) -> None:
+            await tx.release(record.id, self.owner)
             current = await tx.lock(record.id)
             if current is None:
                 return
@@ -228,3 +247,4 @@ class Runner:
             await tx.update(record.id, columns, data)
 
         await self._services.store.transact(write)
+        return True

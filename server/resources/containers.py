@@ -162,7 +162,10 @@ class ContainerType(ResourceType):
         required = await named_volume_hosts(caller.store, project_id, names) \
             if names else None
 
+        claimed = False
+
         async def record_on(tx: Transaction, host: Record) -> Record:
+            nonlocal claimed
             if name is not None:
                 await self._check_unique_name(tx, project_id, name)
             placed_spec = {**spec, "ports": [
@@ -171,17 +174,19 @@ class ContainerType(ResourceType):
             data = {k: v for k, v in values.items() if k not in ("name", "description")}
             data.update(spec=placed_spec, hostId=host.id)
             try:
-                return await tx.create(NewRecord(
+                created = await tx.create(NewRecord(
                     type="container", kind="container", state="creating", name=name,
                     description=values.get("description"), project_id=project_id,
                     uuid=container_uuid, transitioning="yes",
                     transitioning_message="In Progress", data=data))
             except Conflict as exc:
                 raise ApiConflict(str(exc)) from exc
+            claimed = await caller.services.runner.claim_in(tx, created.id, "create")
+            return created
 
         record = await caller.services.placer.place(caller.store, project_id, values, spec,
                                                     required or None, record_on)
-        caller.services.runner.submit(record.id)
+        caller.services.runner.submit(record.id, claimed=claimed)
         return record
 
     async def _check_unique_name(self, tx: Transaction, project_id: int, name: str) -> None:

@@ -212,6 +212,14 @@ class Transaction(Reader, Protocol):
         """The record, locked until the transaction ends."""
         ...
 
+    async def claim(self, record_id: int, owner: str, operation: str, ttl_ms: int) -> bool:
+        """As ``Store.claim``, committed with the rest of the transaction."""
+        ...
+
+    async def release(self, record_id: int, owner: str) -> None:
+        """As ``Store.release``, committed with the rest of the transaction."""
+        ...
+
 
 Work = Callable[[Transaction], Awaitable[T]]
 

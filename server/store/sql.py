@@ -17,7 +17,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import and_, delete, event, func, or_, select, text
+from sqlalchemy import and_, create_engine, delete, event, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -38,6 +38,7 @@ from server.store.interface import (
     T,
     Work,
 )
+from server.store.inline import InlineConnection, InlineEngine
 from server.store.migrations import migrate
 from server.store.sql_expr import (
     condition,
@@ -50,6 +51,9 @@ from server.store.sql_expr import (
 from server.store.urls import connect_options, printable
 from server.store.urls import sqlite_url as sqlite_url
 
+# The asyncio engine (PostgreSQL, asyncpg) or SQLite called in line: the same interface.
+Engine = AsyncEngine | InlineEngine
+Conn = AsyncConnection | InlineConnection
 ChangeListener = Callable[[Record], None]
 CommitListener = Callable[[int], None]
 _t = tables.resource
@@ -79,9 +83,10 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _on_sqlite_begin(conn: Any) -> None:
     # A write takes the database's write lock at BEGIN, so two processes never both read and
-    # then fail to upgrade to writing.
-    write = conn.get_execution_options().get("corral_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    # then fail to upgrade to writing. A read is one statement, atomic by itself: it begins
+    # nothing, which saves a round trip to the database thread.
+    if conn.get_execution_options().get("corral_write", False):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class _Pending:
@@ -98,7 +103,7 @@ class _Pending:
 class SqlTransaction:
     """The ``Transaction`` of one open database transaction."""
 
-    def __init__(self, conn: AsyncConnection, postgres: bool) -> None:
+    def __init__(self, conn: Conn, postgres: bool) -> None:
         self._conn = conn
         self._postgres = postgres
         self.written: dict[int, _Pending] = {}
@@ -138,9 +143,8 @@ class SqlTransaction:
             "lookup_key": new.lookup_key, "data": data, "version": 1, **mirrored(data),
         }
         try:
-            async with self._conn.begin_nested():
-                result = await self._conn.execute(_t.insert().values(**values)
-                                                  .returning(*_t.c))
+            async with self._savepoint():
+                result = await self._conn.execute(_INSERT, values)
         except IntegrityError as exc:
             raise Conflict(f"a {new.type} with that key already exists") from exc
         record = to_record(result.one())
@@ -181,7 +185,7 @@ class SqlTransaction:
         stmt = (_t.update().where(_t.c.id == record_id, _t.c.version == current.version)
                 .values(**values).returning(*_t.c))
         try:
-            async with self._conn.begin_nested():
+            async with self._savepoint():
                 updated = (await self._conn.execute(stmt)).first()
         except IntegrityError as exc:
             raise Conflict("that key is already taken") from exc
@@ -195,6 +199,17 @@ class SqlTransaction:
             pending.record = record
             pending.fields |= changed
         return record
+
+    def _savepoint(self) -> Any:
+        """Where a failed statement must not abort the transaction (PostgreSQL aborts it
+        whole; SQLite undoes only the statement), a savepoint around it."""
+        return self._conn.begin_nested() if self._postgres else contextlib.nullcontext()
+
+    async def claim(self, record_id: int, owner: str, operation: str, ttl_ms: int) -> bool:
+        return await claim(self._conn, self._postgres, record_id, owner, operation, ttl_ms)
+
+    async def release(self, record_id: int, owner: str) -> None:
+        await release(self._conn, record_id, owner)
 
     async def log(self, actor: Actor) -> int | None:
         """Append the change-log entries of what was written; the last sequence number."""
@@ -210,12 +225,39 @@ class SqlTransaction:
                 for p in self.written.values()]
         last: int | None = None
         for row in rows:  # one by one: RETURNING with executemany is not on every driver
-            last = (await self._conn.execute(_log.insert().values(**row)
-                                             .returning(_log.c.seq))).scalar_one()
+            last = (await self._conn.execute(_LOG_INSERT, row)).scalar_one()
         return last
 
 
 _MISSING = object()
+_INSERT = _t.insert().returning(*_t.c)
+_LOG_INSERT = _log.insert().returning(_log.c.seq)
+
+
+def upsert(postgres: bool, table: Any, values: dict[str, Any], keys: list[str],
+           where: Any = None) -> Any:
+    insert = postgresql.insert if postgres else sqlite.insert
+    stmt = insert(table).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=keys, set_={k: v for k, v in values.items() if k not in keys},
+        where=where)
+
+
+async def claim(conn: Conn, postgres: bool, record_id: int, owner: str,
+                operation: str, ttl_ms: int) -> bool:
+    """Take or renew the claim unless another owner holds it unexpired."""
+    c = tables.claim
+    at = now_ms()
+    values = {"resource_id": record_id, "owner": owner, "operation": operation,
+              "expires": at + ttl_ms}
+    stmt = upsert(postgres, c, values, ["resource_id"],
+                  where=or_(c.c.expires < at, c.c.owner == owner))
+    return bool((await conn.execute(stmt)).rowcount)
+
+
+async def release(conn: Conn, record_id: int, owner: str) -> None:
+    c = tables.claim
+    await conn.execute(delete(c).where(c.c.resource_id == record_id, c.c.owner == owner))
 
 
 def _select(query: Query) -> Any:
@@ -246,7 +288,7 @@ class SqlStore:
     spinning on the database's busy timeout.
     """
 
-    def __init__(self, engine: AsyncEngine, on_change: ChangeListener | None = None,
+    def __init__(self, engine: Engine, on_change: ChangeListener | None = None,
                  on_commit: CommitListener | None = None) -> None:
         self._engine = engine
         self._writer = engine.execution_options(corral_write=True)
@@ -269,13 +311,22 @@ class SqlStore:
             driver_url, connect_args, schema = connect_options(url)
             if postgres:
                 connect_args["timeout"] = CONNECT_TIMEOUT
-            engine = create_async_engine(driver_url, connect_args=connect_args,
-                                         pool_pre_ping=postgres)
+            # SQLite: reads begin no transaction and writes end theirs explicitly, so a
+            # connection needs no rollback when it goes back to the pool.
+            engine: Engine
+            if postgres:
+                engine = create_async_engine(driver_url, connect_args=connect_args,
+                                             pool_pre_ping=True)
+            else:
+                # Reads begin no transaction and writes end theirs explicitly, so a
+                # connection needs no rollback when it goes back to the pool.
+                sync = create_engine(driver_url.replace("+aiosqlite", "", 1),
+                                     pool_reset_on_return=None)
+                event.listen(sync, "connect", _on_sqlite_connect)
+                event.listen(sync, "begin", _on_sqlite_begin)
+                engine = InlineEngine(sync)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreUnavailable(f"cannot use the database {printable(url)}: {exc}") from None
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
-            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
         try:
             async with engine.execution_options(corral_write=True).begin() as conn:
                 if schema is not None:
@@ -388,7 +439,7 @@ class SqlStore:
         return int(found or 0)
 
     async def prune_changes(self, keep: int, older_than_ms: int) -> int:
-        async def prune(conn: AsyncConnection) -> int:
+        async def prune(conn: Conn) -> int:
             newest = (await conn.execute(select(func.max(_log.c.seq)))).scalar() or 0
             aged = (await conn.execute(select(func.max(_log.c.seq))
                                        .where(_log.c.time < older_than_ms))).scalar() or 0
@@ -396,8 +447,8 @@ class SqlStore:
             if through <= 0:
                 return 0
             gone = (await conn.execute(delete(_log).where(_log.c.seq <= through))).rowcount
-            await conn.execute(self._upsert(tables.meta, {"key": PRUNED_THROUGH,
-                                                          "value": through}, ["key"]))
+            await conn.execute(upsert(self._postgres, tables.meta,
+                                      {"key": PRUNED_THROUGH, "value": through}, ["key"]))
             return int(gone or 0)
 
         return int(await self._raw_write(prune))
@@ -405,36 +456,18 @@ class SqlStore:
     # --- claims -------------------------------------------------------------------------
 
     async def claim(self, record_id: int, owner: str, operation: str, ttl_ms: int) -> bool:
-        c = tables.claim
-        at = now_ms()
-        values = {"resource_id": record_id, "owner": owner, "operation": operation,
-                  "expires": at + ttl_ms}
-
-        async def take(conn: AsyncConnection) -> bool:
-            stmt = self._upsert(c, values, ["resource_id"],
-                                where=or_(c.c.expires < at, c.c.owner == owner))
-            return bool((await conn.execute(stmt)).rowcount)
+        async def take(conn: Conn) -> bool:
+            return await claim(conn, self._postgres, record_id, owner, operation, ttl_ms)
 
         return bool(await self._raw_write(take))
 
     async def release(self, record_id: int, owner: str) -> None:
-        c = tables.claim
-
-        async def drop(conn: AsyncConnection) -> None:
-            await conn.execute(delete(c).where(c.c.resource_id == record_id,
-                                               c.c.owner == owner))
+        async def drop(conn: Conn) -> None:
+            await release(conn, record_id, owner)
 
         await self._raw_write(drop)
 
-    def _upsert(self, table: Any, values: dict[str, Any], keys: builtins.list[str],
-                where: Any = None) -> Any:
-        insert = postgresql.insert if self._postgres else sqlite.insert
-        stmt = insert(table).values(**values)
-        return stmt.on_conflict_do_update(
-            index_elements=keys, set_={k: v for k, v in values.items() if k not in keys},
-            where=where)
-
-    async def _raw_write(self, work: Callable[[AsyncConnection], Any]) -> Any:
+    async def _raw_write(self, work: Callable[[Conn], Any]) -> Any:
         """A write outside the resource table (claims, pruning): no change-log entry."""
 
         async def transaction() -> Any:

@@ -1,0 +1,24 @@
+"""Fixtures of the engine's tests: run on every database backend (see tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from server.config import Settings
+from tests.support.fake_hub import FakeHub
+from tests.unit.server.engine.harness import Engine, engine_running
+
+
+@pytest.fixture
+def hub() -> FakeHub:
+    """The hosts' agents: the same hub across a restart, as real hosts outlive a server."""
+    return FakeHub()
+
+
+@pytest.fixture
+async def engine(settings: Settings, hub: FakeHub) -> AsyncIterator[Engine]:
+    """The started services in the Default environment, with no host yet."""
+    async with engine_running(settings, hub) as running:
+        yield running
