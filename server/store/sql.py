@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.store import tables
+from server.store.inline import InlineConnection, InlineEngine
 from server.store.interface import (
     COLUMNS,
     SYSTEM,
@@ -38,7 +39,6 @@ from server.store.interface import (
     T,
     Work,
 )
-from server.store.inline import InlineConnection, InlineEngine
 from server.store.migrations import migrate
 from server.store.sql_expr import (
     condition,
