@@ -103,8 +103,10 @@ class BenchProcess:
 class ServerProcess(BenchProcess):
     """A ``corral-server`` subprocess on loopback, its log in a file, always stopped."""
 
-    def __init__(self, data_dir: Path, port: int, ping_interval: float, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, port: int, ping_interval: float, log_path: Path,
+                 log_level: str = "INFO") -> None:
         self.data_dir, self.port, self.log_path = data_dir, port, log_path
+        self.log_level = log_level
         self.base_url = f"http://{LOOPBACK}:{port}"
         self._ping_interval = ping_interval
         self._proc: subprocess.Popen[bytes] | None = None
@@ -123,7 +125,7 @@ class ServerProcess(BenchProcess):
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
                 self._command("serve", "--host", LOOPBACK, "--port", str(self.port),
-                              "--log-level", "INFO"),
+                              "--log-level", self.log_level),
                 cwd=ROOT, env=self._env(), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         return psutil.Process(self._proc.pid)

@@ -95,7 +95,7 @@ class AgentProcess(BenchProcess):
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", "from agent.cli import main; main()", registration_url,
-                 "--state-dir", str(self.state_dir), "--log-level", "INFO"],
+                 "--state-dir", str(self.state_dir), "--log-level", "DEBUG"],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         return psutil.Process(self._proc.pid)
@@ -450,8 +450,9 @@ async def run(args: argparse.Namespace, logs: tuple[Path, Path]) -> Report:
     docker_version = await docker("version", "--format", "{{.Server.Version}}")
     cleaned = False
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
+        # DEBUG: the per-instruction durations it reads are instruction traffic.
         server = ServerProcess(Path(tmp) / "data", args.port or free_port(), PING_INTERVAL,
-                               logs[0])
+                               logs[0], log_level="DEBUG")
         agent = AgentProcess(Path(tmp) / "agent-state", logs[1])
         try:
             procs = {"server": server.start()}

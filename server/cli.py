@@ -57,7 +57,8 @@ async def _print_registration(settings: Settings) -> int:
         print(f"corral-server: no server data in {settings.data_dir}", file=sys.stderr)
         return 1
     try:
-        store = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir))
+        store = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir),
+                                    owner=False)
     except StoreUnavailable as exc:
         print(f"corral-server: {exc}", file=sys.stderr)
         return 1

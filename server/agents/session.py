@@ -167,7 +167,7 @@ class AgentSession:
             ) from None
         finally:
             self._pending.pop(request.id, None)
-            self.log.info("%s on %s %s took %.0f ms", name, resource_type, resource_id,
+            self.log.debug("%s on %s %s took %.0f ms", name, resource_type, resource_id,
                           (time.monotonic() - started) * 1000)
 
     def open_stream(self, name: str, resource_type: str, resource_id: str,

@@ -100,6 +100,7 @@ class ProjectView:
         self.hosts: dict[int, HostView] = {}
         self._order: list[tuple[int, float, list[str | int], int]] = []
         self._keys: dict[int, tuple[int, float, list[str | int], int]] = {}
+        self._reservations = 0  # keys of plans being committed: negative, never a record id
 
     def ordered(self) -> list[int]:
         return [entry[-1] for entry in self._order]
@@ -115,6 +116,19 @@ class ProjectView:
     def drop_host(self, host_id: int) -> None:
         self.hosts.pop(host_id, None)
         self._unrank(host_id)
+
+    def reserve(self, host_id: int, taken: Taken) -> int:
+        """Count ``taken`` on the host until ``unreserve``; the reservation's key."""
+        self._reservations -= 1
+        view = self.hosts[host_id]
+        view.taken[self._reservations] = taken
+        self.changed(view)
+        return self._reservations
+
+    def unreserve(self, host_id: int, key: int) -> None:
+        view = self.hosts.get(host_id)
+        if view is not None and view.taken.pop(key, None) is not None:
+            self.changed(view)
 
     def changed(self, view: HostView) -> None:
         view._candidate = None
@@ -288,6 +302,14 @@ def request_for(values: Mapping[str, Any], spec: Mapping[str, Any],
         labels=dict(spec.get("labels") or {}), required_host_ids=required_host_ids)
 
 
+def pending(request: scheduler.Request) -> Taken:
+    """What a container being committed takes, as far as its plan knows."""
+    ports = frozenset((ip or scheduler.ANY_IP, int(port), protocol or "tcp")
+                      for ip, port, protocol in request.ports if port)
+    return Taken(ports, request.memory_reservation or 0, request.milli_cpu_reservation or 0,
+                 scheduler.PlacedContainer(name=None, labels=dict(request.labels)))
+
+
 NewContainer = Callable[[Transaction, Record], Awaitable[Record]]
 
 
@@ -320,7 +342,13 @@ class Placer:
                     project.hosts[host_id].candidate(self._live(host_id))
 
             host_id = self._plan(request, project.ordered(), current, values)
-            record, refreshed = await self._commit(store, host_id, request, create)
+            # Counted on its host while it commits, so that creates planned meanwhile spread
+            # over other hosts and leave its ports alone.
+            token = project.reserve(host_id, pending(request))
+            try:
+                record, refreshed = await self._commit(store, host_id, request, create)
+            finally:
+                project.unreserve(host_id, token)
             if record is not None:
                 return record
             assert refreshed is not None

@@ -12,7 +12,10 @@ lock), so a write never waits for another process's lock.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -40,9 +43,10 @@ class InlineConnection:
 class InlineEngine:
     """An ``AsyncEngine`` look-alike over a synchronous engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lock: OwnerLock | None = None) -> None:
         self.sync_engine = engine
         self.dialect = engine.dialect
+        self._lock = lock
 
     def execution_options(self, **options: Any) -> InlineEngine:
         return InlineEngine(self.sync_engine.execution_options(**options))
@@ -59,3 +63,29 @@ class InlineEngine:
 
     async def dispose(self) -> None:
         self.sync_engine.dispose()
+        if self._lock is not None:
+            self._lock.release()
+
+
+class OwnerLock:
+    """The one server process of a SQLite database: an exclusive lock on a file beside it,
+    held while the store is open and let go by the kernel if the process dies."""
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor lets go of the lock
+            self._fd = None

@@ -15,15 +15,17 @@ import contextlib
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, create_engine, delete, event, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.store import tables
-from server.store.inline import InlineConnection, InlineEngine
+from server.store.inline import InlineConnection, InlineEngine, OwnerLock
 from server.store.interface import (
     COLUMNS,
     SYSTEM,
@@ -278,7 +280,7 @@ def _select(query: Query) -> Any:
 
 
 class SqlStore:
-    """``Store`` on any supported SQLAlchemy async URL.
+    """``Store`` on SQLite (called in line) or PostgreSQL (asyncpg).
 
     ``on_change`` hears of every record a committed transaction wrote, ``on_commit`` of the
     newest sequence number of the change log after each commit. Transactions run as tasks of
@@ -301,30 +303,32 @@ class SqlStore:
 
     @classmethod
     async def open(cls, url: str, on_change: ChangeListener | None = None,
-                   on_commit: CommitListener | None = None) -> SqlStore:
+                   on_commit: CommitListener | None = None, *,
+                   owner: bool = True) -> SqlStore:
         """Connect, apply pending migrations and return the store.
 
-        Raises StoreUnavailable (one line, no password) when the database cannot be reached.
+        Raises StoreUnavailable (one line, no password) when the database cannot be reached,
+        or, with ``owner``, when another server process has the SQLite database open (a
+        reader such as ``registration-command`` passes ``owner=False``).
         """
         postgres = url.startswith("postgresql")
         try:
             driver_url, connect_args, schema = connect_options(url)
             if postgres:
                 connect_args["timeout"] = CONNECT_TIMEOUT
-            # SQLite: reads begin no transaction and writes end theirs explicitly, so a
-            # connection needs no rollback when it goes back to the pool.
             engine: Engine
             if postgres:
                 engine = create_async_engine(driver_url, connect_args=connect_args,
                                              pool_pre_ping=True)
             else:
+                lock = _sqlite_owner(driver_url) if owner else None
                 # Reads begin no transaction and writes end theirs explicitly, so a
                 # connection needs no rollback when it goes back to the pool.
                 sync = create_engine(driver_url.replace("+aiosqlite", "", 1),
                                      pool_reset_on_return=None)
                 event.listen(sync, "connect", _on_sqlite_connect)
                 event.listen(sync, "begin", _on_sqlite_begin)
-                engine = InlineEngine(sync)
+                engine = InlineEngine(sync, lock)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreUnavailable(f"cannot use the database {printable(url)}: {exc}") from None
         try:
@@ -490,6 +494,20 @@ def _settled(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], Non
             task.exception()
 
     return done
+
+
+def _sqlite_owner(url: str) -> OwnerLock:
+    path = make_url(url).database
+    assert path is not None
+    lock = OwnerLock(Path(path))
+    try:
+        taken = lock.acquire()
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot open the database {path}: {exc.strerror}") from None
+    if not taken:
+        raise StoreUnavailable(f"the database {path} is in use by another corral-server "
+                               f"process (it holds {lock.path}); stop that one first")
+    return lock
 
 
 def _unreachable(exc: BaseException) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from server.store import Condition, Conflict, NewRecord, Query, Record
-from server.store.interface import NotFoundError
+from server.store.interface import NotFoundError, StoreUnavailable
 from server.store.migrations import MIGRATIONS, latest_version
 from server.store.sql import SqlStore, sqlite_url
 
@@ -382,3 +382,19 @@ async def test_a_database_from_a_newer_corral_is_refused(tmp_path: Path) -> None
 async def test_a_refused_database_leaves_no_connection_open(tmp_path: Path) -> None:
     _, leaks = await open_refused(tmp_path)
     assert leaks == []
+
+
+# one server process per SQLite database
+
+
+async def test_a_second_owner_of_a_sqlite_database_is_refused(tmp_path: Path) -> None:
+    first = await SqlStore.open(sqlite_url(tmp_path))
+    try:
+        with pytest.raises(StoreUnavailable, match="in use by another corral-server"):
+            await SqlStore.open(sqlite_url(tmp_path))
+        reader = await SqlStore.open(sqlite_url(tmp_path), owner=False)
+        await reader.close()
+    finally:
+        await first.close()
+    again = await SqlStore.open(sqlite_url(tmp_path))  # let go on close
+    await again.close()
