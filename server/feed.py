@@ -51,6 +51,7 @@ class ChangeFeed:
         self._wake = asyncio.Event()
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._reading = asyncio.Lock()  # one reader of the log at a time: no entry twice
 
     @property
     def position(self) -> int:
@@ -103,6 +104,10 @@ class ChangeFeed:
                 self._wake.set()
 
     async def _read_new(self) -> None:
+        async with self._reading:
+            await self._read_batches()
+
+    async def _read_batches(self) -> None:
         while True:
             batch = await self._store.changes_after(self._cursor, BATCH)
             if not batch:

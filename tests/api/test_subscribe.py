@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -56,3 +57,37 @@ async def test_subscribing_needs_credentials_and_known_event_names(client: TestC
     resp = await client.get("/v1/subscribe?eventNames=mystery", headers=ADMIN)
     body = await resp.json()
     assert resp.status == 422 and body["fieldName"] == "eventNames"
+
+
+async def test_a_subscriber_resumes_after_the_last_sequence_it_saw(client: TestClient) -> None:
+    ws = await client.ws_connect("/v1/subscribe", headers=ADMIN)
+    await client.post("/v1/apikeys", data='{"name": "first"}', headers=ADMIN)
+    seen = await next_change(ws, "apiKey")
+    await ws.close()
+    names = [f"missed-{n}" for n in range(3)]
+    for name in names:  # made while nobody listens
+        await client.post("/v1/apikeys", data=json.dumps({"name": name}), headers=ADMIN)
+    ws = await client.ws_connect(f"/v1/subscribe?since={seen['sequence']}", headers=ADMIN)
+    resumed = [await next_change(ws, "apiKey") for _ in names]
+    await ws.close()
+    assert [e["data"]["resource"]["name"] for e in resumed] == names
+    sequences = [e["sequence"] for e in resumed]
+    assert sequences == sorted(set(sequences)) and sequences[0] > seen["sequence"]
+
+
+async def test_resuming_from_a_bad_sequence_number_is_a_422(client: TestClient) -> None:
+    resp = await client.get("/v1/subscribe?since=soon", headers=ADMIN)
+    body = await resp.json()
+    assert resp.status == 422 and body["fieldName"] == "since"
+
+
+async def test_shutdown_closes_subscriptions_with_going_away(aiohttp_client: Any,
+                                                             settings: Any) -> None:
+    from server.app import create_app
+
+    test_client: TestClient = await aiohttp_client(create_app(settings))
+    ws = await test_client.ws_connect("/v1/subscribe", headers=ADMIN)
+    closing = asyncio.ensure_future(test_client.server.close())
+    msg = await ws.receive(timeout=10)
+    await closing
+    assert msg.type is WSMsgType.CLOSE and msg.data == 1001
