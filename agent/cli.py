@@ -18,12 +18,12 @@ from agent.dispatcher import Dispatcher
 from agent.facts import FactsSource
 from agent.handlers import HANDLERS, STREAMING
 from agent.host_facts import parse_labels
+from agent.logs import log, set_host
 from agent.registration import RegistrationError, parse_registration_url, register
 from agent.runtime import DockerRuntime
 from agent.state import Credentials, StateDir, StateError
 from shared.logformat import formatter
 
-log = logging.getLogger("corral.agent")
 DEFAULT_STATE_DIR = "/var/lib/corral"
 
 
@@ -100,6 +100,7 @@ async def run(config: AgentConfig) -> None:
     state = StateDir(config.state_dir)
     state.ensure()
     credentials = await obtain_credentials(config, state)
+    set_host(credentials.host_id)
     if config.register_only:
         return
     labels = config.labels if config.labels is not None else credentials.labels

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import logging
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from agent.dispatcher import Dispatcher
 from agent.events import inventory, watch_container_events
 from agent.facts import FactsSource
+from agent.logs import log, set_host
 from agent.runtime import ContainerRuntime
 from agent.state import Credentials
 from shared import protocol
@@ -34,7 +34,6 @@ from shared.errors import InstructionError, ProtocolError
 from shared.logformat import redact
 from shared.protocol import CloseCode
 
-log = logging.getLogger("corral.agent")
 WELCOME_TIMEOUT = 15.0
 VERSION = "0.1.0"
 
@@ -146,6 +145,7 @@ class AgentConnection:
         welcome = protocol.parse(await asyncio.wait_for(ws.recv(), WELCOME_TIMEOUT))
         if not isinstance(welcome, protocol.Welcome):
             raise ProtocolError(f"expected welcome, got {welcome.type}")
+        set_host(welcome.host_id)
         log.info("connected to %s as host %s", self._credentials.server_url, welcome.host_id)
         self._last_failure = None
         self._spawn(self._report_loop(ws, welcome.report_interval))

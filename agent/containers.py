@@ -1,14 +1,18 @@
 """Translation between Corral's container contract (docs/protocol.md, "Containers") and the
 shapes Docker uses. Pure: no docker import, no I/O.
 
-* :func:`create_params` turns a normalised container spec into docker-py's low-level
-  ``create_container`` keyword arguments, with the ``host_config`` as the keyword arguments of
-  ``create_host_config`` (that call needs the engine's API version, so the runtime makes it).
-* :func:`state_summary` turns an inspect answer into the contract's container ``state``.
+* :func:`create_params` turns a container spec (``shared.containers.ContainerSpec``) into
+  docker-py's low-level ``create_container`` keyword arguments, with the ``host_config`` as
+  the keyword arguments of ``create_host_config`` (that call needs the engine's API version,
+  so the runtime makes it).
+* :func:`state_summary` turns an inspect answer into the contract's ``ContainerState``, and
+  :func:`stats_summary` a ``docker stats`` sample into a ``StatsSample``: the runtime calls
+  them, so Docker's dictionaries never leave ``agent.runtime``.
 * :class:`PullProgress` turns the events of a streamed ``docker pull`` into an overall
   percentage, reported at a bounded rate.
 
-A spec that cannot be turned into a container raises InstructionError with code INVALID_DATA.
+A spec that cannot be turned into a container raises InstructionError with code INVALID_DATA
+(the spec's types were checked by ``ContainerSpec.parse``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from shared.containers import ContainerSpec, ContainerState, ContainerStatus, Mount, PortBinding
 from shared.errors import ErrorCode, InstructionError
+from shared.instructions import StatsSample
 
 __all__ = [
     "MANAGED_LABEL",
@@ -26,6 +32,7 @@ __all__ = [
     "PullProgress",
     "create_params",
     "state_summary",
+    "stats_summary",
 ]
 
 _ANONYMOUS = re.compile(r"[0-9a-f]{64}")
@@ -34,152 +41,152 @@ MANAGED_LABEL = "io.corral.managed"
 _NEVER = "0001-01-01T00:00:00Z"
 
 
-def create_params(spec: Mapping[str, Any], host_ip: str | None) -> dict[str, Any]:
+def create_params(spec: ContainerSpec, host_ip: str | None) -> dict[str, Any]:
     """docker-py ``create_container`` kwargs for ``spec``; ``host_config`` holds the kwargs of
     ``create_host_config``.
 
     Published ports bind to the port's ``hostIp``, else ``host_ip`` (the agent's IP), else every
     interface; a null ``hostPort`` lets Docker pick one. Named volumes become binds
     (``name:/dest:mode``); anonymous ones only declare their destination (their mode is Docker's
-    default, read-write). Like ``docker run``, host networking drops published ports.
+    default, read-write). Like ``docker run``, host networking drops published ports. A spec
+    Docker cannot take (volumes of several drivers) is InstructionError ``invalidData``.
     """
-    try:
-        return _create_params(spec, host_ip)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InstructionError(f"the container spec is malformed ({type(exc).__name__}: {exc}); "
-                               "the server should have normalised it", ErrorCode.INVALID_DATA
-                               ) from exc
-
-
-def _create_params(spec: Mapping[str, Any], host_ip: str | None) -> dict[str, Any]:
-    uuid = _text(spec, "uuid")
-    image = _text(spec, "image")
-    labels = {str(k): str(v) for k, v in _map(spec, "labels").items()}
-    labels.update({UUID_LABEL: uuid, MANAGED_LABEL: "true"})
-    environment = [f"{k}={v}" for k, v in _map(spec, "environment").items()]
+    labels = dict(spec.labels)
+    labels.update({UUID_LABEL: spec.uuid, MANAGED_LABEL: "true"})
+    environment = [f"{k}={v}" for k, v in spec.environment.items()]
 
     exposed: dict[str, dict[str, Any]] = {}
     port_bindings: dict[str, list[dict[str, str]]] = {}
-    for port in _list(spec, "ports"):
-        key = _port_key(port)
+    for port in spec.ports:
+        key = f"{port.container_port}/{port.protocol}"
         exposed[key] = {}
-        host_port = port.get("hostPort")
         port_bindings.setdefault(key, []).append({
-            "HostIp": port.get("hostIp") or host_ip or "",
-            "HostPort": "" if host_port is None else str(host_port),
+            "HostIp": port.host_ip or host_ip or "",
+            "HostPort": "" if port.host_port is None else str(port.host_port),
         })
-    for port in _list(spec, "expose"):
-        exposed[_port_key(port)] = {}
+    for exposed_port in spec.expose:
+        exposed[f"{exposed_port.container_port}/{exposed_port.protocol}"] = {}
 
-    binds = [f"{b['source']}:{b['destination']}:{b.get('mode') or 'rw'}"
-             for b in _list(spec, "binds")]
+    binds = [f"{b.source}:{b.destination}:{b.mode or 'rw'}" for b in spec.binds]
     anonymous: list[str] = []
     drivers: set[str] = set()
-    for volume in _list(spec, "volumes"):
-        if volume.get("driver"):
-            drivers.add(str(volume["driver"]))
-        if volume.get("name"):
-            binds.append(f"{volume['name']}:{volume['destination']}:{volume.get('mode') or 'rw'}")
+    for volume in spec.volumes:
+        if volume.driver:
+            drivers.add(volume.driver)
+        if volume.name:
+            binds.append(f"{volume.name}:{volume.destination}:{volume.mode or 'rw'}")
         else:
-            anonymous.append(str(volume["destination"]))
+            anonymous.append(volume.destination)
     if len(drivers) > 1:
         raise InstructionError(
-            f"container {uuid} asks for volumes of several drivers ({', '.join(sorted(drivers))})"
-            "; Docker allows one volume driver per container.", ErrorCode.INVALID_DATA)
+            f"container {spec.uuid} asks for volumes of several drivers "
+            f"({', '.join(sorted(drivers))}); Docker allows one volume driver per container.",
+            ErrorCode.INVALID_DATA)
 
-    network_mode = spec.get("networkMode")
-    restart = spec.get("restartPolicy")
-    log_config = spec.get("logConfig")
+    restart, log_config = spec.restart_policy, spec.log_config
+    extra_hosts = (dict(spec.extra_hosts) if isinstance(spec.extra_hosts, dict)
+                   else list(spec.extra_hosts))
     host_config: dict[str, Any] = {
         "binds": binds or None,
-        "port_bindings": (port_bindings or None) if network_mode != "host" else None,
-        "volumes_from": _list(spec, "volumesFrom") or None,
-        "network_mode": network_mode,
-        "dns": _list(spec, "dns") or None,
-        "dns_search": _list(spec, "dnsSearch") or None,
-        "restart_policy": None if not restart else {
-            "Name": restart["name"], "MaximumRetryCount": restart.get("maximumRetryCount") or 0},
-        "cpu_shares": spec.get("cpuShares"),
-        "cpuset_cpus": spec.get("cpuSet"),
-        "mem_limit": spec.get("memory"),
-        "memswap_limit": spec.get("memorySwap"),
-        "privileged": bool(spec.get("privileged")),
-        "cap_add": _list(spec, "capAdd") or None,
-        "cap_drop": _list(spec, "capDrop") or None,
-        "devices": [f"{d['pathOnHost']}:{d.get('pathInContainer') or d['pathOnHost']}:"
-                    f"{d.get('permissions') or 'rwm'}" for d in _list(spec, "devices")] or None,
-        "extra_hosts": spec.get("extraHosts") or None,
-        "read_only": bool(spec.get("readOnly")),
-        "pid_mode": spec.get("pidMode"),
-        "ipc_mode": spec.get("ipcMode"),
-        "log_config": None if not log_config else {
-            "Type": log_config["driver"], "Config": dict(log_config.get("config") or {})},
-        "ulimits": [{"Name": u["name"], "Soft": u["soft"], "Hard": u["hard"]}
-                    for u in _list(spec, "ulimits")] or None,
+        "port_bindings": (port_bindings or None) if spec.network_mode != "host" else None,
+        "volumes_from": list(spec.volumes_from) or None,
+        "network_mode": spec.network_mode,
+        "dns": list(spec.dns) or None,
+        "dns_search": list(spec.dns_search) or None,
+        "restart_policy": None if restart is None else {
+            "Name": restart.name, "MaximumRetryCount": restart.maximum_retry_count or 0},
+        "cpu_shares": spec.cpu_shares,
+        "cpuset_cpus": spec.cpu_set,
+        "mem_limit": spec.memory,
+        "memswap_limit": spec.memory_swap,
+        "privileged": spec.privileged,
+        "cap_add": list(spec.cap_add) or None,
+        "cap_drop": list(spec.cap_drop) or None,
+        "devices": [f"{d.path_on_host}:{d.path_in_container or d.path_on_host}:"
+                    f"{d.permissions or 'rwm'}" for d in spec.devices] or None,
+        "extra_hosts": extra_hosts or None,
+        "read_only": spec.read_only,
+        "pid_mode": spec.pid_mode,
+        "ipc_mode": spec.ipc_mode,
+        "log_config": None if log_config is None else {
+            "Type": log_config.driver, "Config": dict(log_config.config)},
+        "ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard}
+                    for u in spec.ulimits] or None,
         "volume_driver": next(iter(drivers), None),
     }
     return {
-        "image": image,
-        "command": spec.get("command"),
-        "entrypoint": spec.get("entryPoint"),
+        "image": spec.image,
+        "command": None if spec.command is None else list(spec.command),
+        "entrypoint": None if spec.entry_point is None else list(spec.entry_point),
         "environment": environment or None,
         "labels": labels,
         "ports": exposed or None,
         "volumes": anonymous or None,
-        "name": spec.get("name"),
-        "hostname": spec.get("hostname"),
-        "domainname": spec.get("domainName"),
-        "user": spec.get("user"),
-        "working_dir": spec.get("workingDir"),
-        "tty": bool(spec.get("tty")),
-        "stdin_open": bool(spec.get("stdinOpen")),
+        "name": spec.name,
+        "hostname": spec.hostname,
+        "domainname": spec.domain_name,
+        "user": spec.user,
+        "working_dir": spec.working_dir,
+        "tty": spec.tty,
+        "stdin_open": spec.stdin_open,
         "host_config": host_config,
     }
 
 
-def state_summary(inspect: Mapping[str, Any]) -> dict[str, Any]:
-    """The contract's container ``state`` from a ``docker inspect`` answer.
+def state_summary(inspect: Mapping[str, Any]) -> ContainerState:
+    """The contract's container state from a ``docker inspect`` answer.
 
     ``ports`` are the bindings in effect (NetworkSettings.Ports), one entry per host address as
     Docker reports them (an IPv4 and an IPv6 entry for a port published on every interface);
-    a container that is not running has none.
+    a container that is not running has none. A status Docker adds after this was written
+    reads as unknown (None) rather than failing the whole report.
     """
     state = inspect.get("State") or {}
     config = inspect.get("Config") or {}
     network = inspect.get("NetworkSettings") or {}
-    labels = dict(config.get("Labels") or {})
-    return {
-        "uuid": labels.get(UUID_LABEL),
-        "dockerId": inspect.get("Id"),
-        "name": str(inspect.get("Name") or "").lstrip("/") or None,
-        "image": config.get("Image"),
-        "status": state.get("Status"),
-        "exitCode": state.get("ExitCode"),
-        "ipAddress": _ip_address(network),
-        "ports": _ports(network.get("Ports") or {}),
-        "startedAt": _timestamp(state.get("StartedAt")),
-        "finishedAt": _timestamp(state.get("FinishedAt")),
-        "labels": labels,
-        "mounts": _mounts(inspect.get("Mounts") or []),
-    }
+    labels = {str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
+    uuid = labels.get(UUID_LABEL)
+    exit_code = state.get("ExitCode")
+    image = config.get("Image")
+    return ContainerState(
+        uuid=uuid,
+        docker_id=str(inspect.get("Id")),
+        name=str(inspect.get("Name") or "").lstrip("/") or None,
+        image=None if image is None else str(image),
+        status=_known_status(state.get("Status")),
+        exit_code=exit_code if isinstance(exit_code, int) else None,
+        ip_address=_ip_address(network),
+        ports=_ports(network.get("Ports") or {}),
+        started_at=_timestamp(state.get("StartedAt")),
+        finished_at=_timestamp(state.get("FinishedAt")),
+        labels=labels,
+        mounts=_mounts(inspect.get("Mounts") or []),
+    )
 
 
-def _mounts(mounts: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _known_status(value: Any) -> ContainerStatus | None:
+    try:
+        return ContainerStatus(value)
+    except ValueError:
+        return None
+
+
+def _mounts(mounts: list[Mapping[str, Any]]) -> tuple[Mount, ...]:
     """Volumes and binds as the server records them; Docker names anonymous volumes by a
     64-hex id."""
-    out = []
-    for mount in mounts:
-        name = mount.get("Name")
-        out.append({
-            "type": mount.get("Type"), "name": name, "source": mount.get("Source"),
-            "destination": mount.get("Destination"), "driver": mount.get("Driver"),
-            "mode": mount.get("Mode"),
-            "anonymous": bool(name and _ANONYMOUS.fullmatch(str(name))),
-        })
-    return out
+    return tuple(Mount(
+        type=_opt_str(mount.get("Type")), name=_opt_str(mount.get("Name")),
+        source=_opt_str(mount.get("Source")), destination=_opt_str(mount.get("Destination")),
+        driver=_opt_str(mount.get("Driver")), mode=_opt_str(mount.get("Mode")),
+        anonymous=bool(mount.get("Name") and _ANONYMOUS.fullmatch(str(mount["Name"]))),
+    ) for mount in mounts)
 
 
-def stats_summary(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def stats_summary(raw: Mapping[str, Any]) -> StatsSample:
     """CPU, memory, network and block I/O from one ``docker stats`` sample, as the docker CLI
     computes them (CPU in % of one core; memory without the page cache)."""
     cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
@@ -194,17 +201,17 @@ def stats_summary(raw: Mapping[str, Any]) -> dict[str, Any]:
     cache = _number(memory, "stats", "cache") or _number(memory, "stats", "inactive_file")
     networks = (raw.get("networks") or {}).values()
     blkio = (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
-    return {
-        "cpuPercent": round(percent, 2),
-        "memoryUsage": max(int(_number(memory, "usage") - cache), 0),
-        "memoryLimit": int(_number(memory, "limit")),
-        "networkRxBytes": int(sum(n.get("rx_bytes", 0) for n in networks)),
-        "networkTxBytes": int(sum(n.get("tx_bytes", 0) for n in networks)),
-        "blockReadBytes": int(sum(e.get("value", 0) for e in blkio
-                                  if str(e.get("op")).lower() == "read")),
-        "blockWriteBytes": int(sum(e.get("value", 0) for e in blkio
-                                   if str(e.get("op")).lower() == "write")),
-    }
+    return StatsSample(
+        cpu_percent=round(percent, 2),
+        memory_usage=max(int(_number(memory, "usage") - cache), 0),
+        memory_limit=int(_number(memory, "limit")),
+        network_rx_bytes=int(sum(n.get("rx_bytes", 0) for n in networks)),
+        network_tx_bytes=int(sum(n.get("tx_bytes", 0) for n in networks)),
+        block_read_bytes=int(sum(e.get("value", 0) for e in blkio
+                                 if str(e.get("op")).lower() == "read")),
+        block_write_bytes=int(sum(e.get("value", 0) for e in blkio
+                                  if str(e.get("op")).lower() == "write")),
+    )
 
 
 def _number(mapping: Mapping[str, Any], *path: str) -> float:
@@ -284,34 +291,6 @@ class PullProgress:
         self._report(phase, self._percent)
 
 
-def _text(spec: Mapping[str, Any], key: str) -> str:
-    value = spec.get(key)
-    if not isinstance(value, str) or not value:
-        raise InstructionError(f"the container spec needs a non-empty string {key!r}",
-                               ErrorCode.INVALID_DATA)
-    return value
-
-
-def _map(spec: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = spec.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise InstructionError(f"the container spec's {key!r} must be a map",
-                               ErrorCode.INVALID_DATA)
-    return value
-
-
-def _list(spec: Mapping[str, Any], key: str) -> list[Any]:
-    value = spec.get(key) or []
-    if not isinstance(value, list):
-        raise InstructionError(f"the container spec's {key!r} must be a list",
-                               ErrorCode.INVALID_DATA)
-    return value
-
-
-def _port_key(port: Mapping[str, Any]) -> str:
-    return f"{int(port['containerPort'])}/{port.get('protocol') or 'tcp'}"
-
-
 def _ip_address(network: Mapping[str, Any]) -> str | None:
     """The bridge address, else the first network's (user-defined networks leave the top empty)."""
     if network.get("IPAddress"):
@@ -322,18 +301,18 @@ def _ip_address(network: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _ports(bindings: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _ports(bindings: Mapping[str, Any]) -> tuple[PortBinding, ...]:
     ports = []
     for key, hosts in bindings.items():
         number, _, protocol = key.partition("/")
         for host in hosts or []:
-            ports.append({
-                "hostIp": host.get("HostIp") or None,
-                "hostPort": int(host["HostPort"]) if host.get("HostPort") else None,
-                "containerPort": int(number),
-                "protocol": protocol or "tcp",
-            })
-    return ports
+            ports.append(PortBinding(
+                host_ip=host.get("HostIp") or None,
+                host_port=int(host["HostPort"]) if host.get("HostPort") else None,
+                container_port=int(number),
+                protocol=protocol or "tcp",
+            ))
+    return tuple(ports)
 
 
 def _timestamp(value: Any) -> str | None:

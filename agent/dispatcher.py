@@ -22,7 +22,13 @@ the first one made; the first one's late result is logged and dropped. A job sti
 its turn when its session ends is dropped at once: the server re-sends what it still needs.
 
 Streams (``instance.logs``, ``instance.exec``) run inside the request's wait instead: they take no
-turn, no slot and no time limit, and end when their session ends.
+turn, no slot and no time limit, and end when their session ends. What the server sends on a
+stream waits in its inbox, which holds at most ``INBOX_LIMIT`` messages: a server that sends
+more than the stream takes breaks the protocol's flow, so the stream is closed with an
+``invalidMessage`` reply rather than buffered without bound.
+
+Handlers return typed reply data (``shared.instructions``); the dispatcher dumps it into the
+reply, so the wire shape is decided by the payload types alone.
 
 :meth:`Dispatcher.close` ends the dispatcher for good (agent shutdown): it gives the handlers in
 progress a few seconds to end, then cancels them.
@@ -31,24 +37,30 @@ progress a few seconds to end, then cancels them.
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from agent.facts import FactsSource
+from agent.logs import log
 from agent.runtime import ContainerRuntime
 from shared import protocol
 from shared.errors import ErrorCode, InstructionError
-
-log = logging.getLogger("corral.agent")
+from shared.fields import JsonObject
 
 Send = Callable[[protocol.AgentMessage], Awaitable[None]]
 StreamInput = protocol.StreamData | protocol.StreamResize | protocol.StreamClose
 
 SHUTDOWN_GRACE = 5.0
 """Seconds :meth:`Dispatcher.close` waits for running handlers (their Docker calls) to end."""
+INBOX_LIMIT = 256
+"""Messages a stream's inbox holds; one more closes the stream (see the module docstring)."""
+
+
+def new_inbox() -> asyncio.Queue[StreamInput]:
+    return asyncio.Queue(maxsize=INBOX_LIMIT)
 
 
 @dataclass
@@ -60,14 +72,28 @@ class InstructionContext:
     facts: FactsSource
     send: Send
     # What the server sends on an open stream (input, resize, close), for stream handlers.
-    inbox: asyncio.Queue[StreamInput] = field(default_factory=asyncio.Queue)
+    inbox: asyncio.Queue[StreamInput] = field(default_factory=new_inbox)
 
     async def progress(self, message: str, percent: int | None = None) -> None:
         await self.send(protocol.Progress(request_id=self.request.id, message=message,
                                           progress=percent))
 
 
-Handler = Callable[[InstructionContext], Awaitable[dict[str, Any]]]
+class ReplyData(Protocol):
+    """What a handler returns: a payload of ``shared.instructions`` (anything with dump)."""
+
+    def dump(self) -> JsonObject: ...
+
+
+Handler = Callable[[InstructionContext], Awaitable[ReplyData]]
+
+
+@dataclass(eq=False)
+class _Stream:
+    """An open stream's inbox, and whether the server overran it."""
+
+    inbox: asyncio.Queue[StreamInput] = field(default_factory=new_inbox)
+    overrun: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -96,7 +122,7 @@ class Dispatcher:
         # Streams (logs, exec) last as long as someone watches: they take no per-resource
         # turn and no timeout, and get what the server sends on them through their inbox.
         self._streaming = streaming
-        self._inboxes: dict[str, asyncio.Queue[StreamInput]] = {}
+        self._inboxes: dict[str, _Stream] = {}
         self._runtime = runtime
         self._facts = facts
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -108,13 +134,20 @@ class Dispatcher:
         """Open a stream's inbox as soon as its request arrives, before its task runs, so
         that input sent right behind the request is not lost."""
         if request.name in self._streaming:
-            self._inboxes.setdefault(request.id, asyncio.Queue())
+            self._inboxes.setdefault(request.id, _Stream())
 
     def deliver(self, message: StreamInput) -> None:
-        """Hand stream input to the running stream it names; ignore it for a finished one."""
-        inbox = self._inboxes.get(message.stream_id)
-        if inbox is not None:
-            inbox.put_nowait(message)
+        """Hand stream input to the running stream it names; ignore it for a finished one.
+        Input beyond a full inbox is dropped and ends the stream (see the module docstring)."""
+        stream = self._inboxes.get(message.stream_id)
+        if stream is None or stream.overrun.is_set():
+            return
+        try:
+            stream.inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            log.warning("stream %s: the server sent more than %d messages it had not taken; "
+                        "closing it", message.stream_id, INBOX_LIMIT)
+            stream.overrun.set()
 
     async def handle(self, request: protocol.Request, send: Send) -> None:
         """Run one instruction and send its reply; never raises for the instruction's sake.
@@ -178,6 +211,8 @@ class Dispatcher:
         request = job.request
         async with entry.lock, self._slots:
             job.started = True
+            log.debug("instruction %s %s %s started (request %s)", request.name,
+                      request.resource_type, request.resource_id, request.id)
             started = time.monotonic()
             timer = asyncio.get_running_loop().call_later(
                 request.timeout_ms / 1000, self._expire, job)
@@ -200,8 +235,8 @@ class Dispatcher:
         job.reply.set_result(_error(request, ErrorCode.TIMEOUT,
                                     f"{request.name} did not finish within "
                                     f"{request.timeout_ms / 1000:g} s"))
-        log.info("instruction %s %s %s timed out; it keeps its turn until it ends",
-                 request.name, request.resource_type, request.resource_id)
+        log.warning("instruction %s %s %s timed out; it keeps its turn until it ends",
+                    request.name, request.resource_type, request.resource_id)
 
     def _settle(self, job: _Job, reply: protocol.Reply, elapsed_ms: float) -> None:
         request = job.request
@@ -215,8 +250,8 @@ class Dispatcher:
                      "result dropped", request.name, request.resource_type,
                      request.resource_id, outcome, elapsed_ms)
         else:
-            log.info("instruction %s %s %s: %s in %.0f ms", request.name,
-                     request.resource_type, request.resource_id, outcome, elapsed_ms)
+            log.debug("instruction %s %s %s: %s in %.0f ms", request.name,
+                      request.resource_type, request.resource_id, outcome, elapsed_ms)
         if not job.reply.done():
             job.reply.set_result(reply)
 
@@ -256,14 +291,29 @@ class Dispatcher:
 
     async def _stream(self, request: protocol.Request, send: Send) -> None:
         self.prepare(request)
-        inbox = self._inboxes[request.id]
+        stream = self._inboxes[request.id]
         started = time.monotonic()
+        log.debug("stream %s %s %s started (request %s)", request.name, request.resource_type,
+                  request.resource_id, request.id)
+        run = asyncio.create_task(self._run(request, send, stream.inbox))
+        overrun = asyncio.create_task(stream.overrun.wait())
         try:
-            reply = await self._run(request, send, inbox)
+            await asyncio.wait({run, overrun}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            overrun.cancel()
+            if not run.done():  # overrun, or this wait was cancelled (the session ended)
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
             del self._inboxes[request.id]
-        log.info("stream %s %s %s ended after %.1f s", request.name, request.resource_type,
-                 request.resource_id, time.monotonic() - started)
+        if run.cancelled():
+            reply = _error(request, ErrorCode.INVALID_MESSAGE,
+                           f"{request.name} was closed: the server sent more than "
+                           f"{INBOX_LIMIT} stream messages it had not taken yet")
+        else:
+            reply = run.result()
+        log.debug("stream %s %s %s ended after %.1f s", request.name, request.resource_type,
+                  request.resource_id, time.monotonic() - started)
         await send(reply)
 
     async def _run(self, request: protocol.Request, send: Send,
@@ -277,9 +327,9 @@ class Dispatcher:
                                        f"{request.name!r}; upgrade it",
                                        ErrorCode.UNKNOWN_INSTRUCTION)
             ctx = InstructionContext(request, self._runtime, self._facts, send,
-                                     inbox or asyncio.Queue())
-            data = await handler(ctx)
-            return protocol.Reply(request_id=request.id, data=data)
+                                     inbox or new_inbox())
+            result = await handler(ctx)
+            return protocol.Reply(request_id=request.id, data=result.dump())
         except InstructionError as exc:
             return _error(request, exc.code, str(exc))
         except Exception as exc:

@@ -9,17 +9,16 @@ start the watcher with it: events from that moment on are replayed by the engine
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from agent.containers import UUID_LABEL, state_summary
+from agent.containers import UUID_LABEL
+from agent.logs import log
 from agent.runtime import ContainerRuntime, EventStream
 from shared import protocol
+from shared.containers import ContainerReport, ContainerSighting, ContainerStatus
 from shared.errors import ErrorCode, InstructionError
-
-log = logging.getLogger("corral.agent")
 
 FORWARDED = frozenset({"create", "start", "die", "oom", "kill", "stop", "restart", "pause",
                        "unpause", "destroy"})
@@ -29,9 +28,10 @@ RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 30.0
 
 # The status a container has right after an action, for when it is gone before we can look.
-_IMPLIED_STATUS = {"create": "created", "start": "running", "restart": "running",
-                   "unpause": "running", "pause": "paused", "die": "exited", "stop": "exited",
-                   "destroy": "removed"}
+_IMPLIED_STATUS = {"create": ContainerStatus.CREATED, "start": ContainerStatus.RUNNING,
+                   "restart": ContainerStatus.RUNNING, "unpause": ContainerStatus.RUNNING,
+                   "pause": ContainerStatus.PAUSED, "die": ContainerStatus.EXITED,
+                   "stop": ContainerStatus.EXITED, "destroy": ContainerStatus.REMOVED}
 
 
 async def watch_container_events(
@@ -87,23 +87,23 @@ async def container_event(runtime: ContainerRuntime,
         return None
     actor = event.get("Actor") or {}
     docker_id = str(actor.get("ID") or event.get("id") or "")
-    container: dict[str, Any] | None = None
+    container: ContainerReport | None = None
     if action != "destroy":
         try:
-            container = state_summary(
-                await asyncio.to_thread(runtime.inspect_container, docker_id))
+            container = await asyncio.to_thread(runtime.inspect_container, docker_id)
         except InstructionError as exc:
             if exc.code is not ErrorCode.NOT_FOUND:
                 raise
     if container is None:  # destroyed, or gone before we looked: what the event says
         container = _from_event(action, docker_id, actor.get("Attributes") or {})
-    return protocol.ContainerEvent(event=action, container=container, time=_event_time(event))
+    return protocol.ContainerEvent(event=action, container=container.dump(),
+                                   time=_event_time(event))
 
 
 async def inventory(runtime: ContainerRuntime) -> protocol.Inventory:
     """Every container on the host, managed by Corral or not, as state summaries."""
     containers = await asyncio.to_thread(runtime.list_containers)
-    return protocol.Inventory(containers=[state_summary(c) for c in containers])
+    return protocol.Inventory(containers=[c.dump() for c in containers])
 
 
 async def _open(runtime: ContainerRuntime, since: float | None) -> EventStream:
@@ -121,17 +121,16 @@ def _close_opened(opening: asyncio.Future[EventStream]) -> None:
         opening.result().close()
 
 
-def _from_event(action: str, docker_id: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "uuid": attributes.get(UUID_LABEL),
-        "dockerId": docker_id,
-        "status": _IMPLIED_STATUS.get(action),
-    }
-    if action != "destroy":
-        container.update(name=attributes.get("name"), image=attributes.get("image"))
-    if action == "die" and str(attributes.get("exitCode", "")).lstrip("-").isdigit():
-        container["exitCode"] = int(attributes["exitCode"])
-    return container
+def _from_event(action: str, docker_id: str,
+                attributes: Mapping[str, Any]) -> ContainerSighting:
+    exit_code = str(attributes.get("exitCode", ""))
+    uuid, name, image = (attributes.get(key) for key in (UUID_LABEL, "name", "image"))
+    return ContainerSighting(
+        docker_id=docker_id, uuid=None if uuid is None else str(uuid),
+        status=_IMPLIED_STATUS.get(action), destroyed=action == "destroy",
+        name=None if name is None else str(name), image=None if image is None else str(image),
+        exit_code=int(exit_code) if action == "die" and exit_code.lstrip("-").isdigit()
+        else None)
 
 
 def _event_time(event: Mapping[str, Any]) -> float:

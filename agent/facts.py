@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from agent.host_facts import changed_sections, gather_facts
+from agent.logs import log
 from agent.runtime import ContainerRuntime
 from shared.errors import InstructionError
-
-log = logging.getLogger("corral.agent")
 
 
 class FactsSource:

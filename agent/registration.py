@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-log = logging.getLogger("corral.agent")
+from agent.logs import log
 
 RETRY_SECONDS = 60.0
 

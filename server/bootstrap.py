@@ -16,7 +16,7 @@ from server.resources.credentials import (
     registration_url,
 )
 from server.security import ServerKey, digest, new_access_key, new_secret_key
-from server.store import Condition, NewRecord, Query, Record, Store
+from server.store import Condition, NewRecord, Query, Record, Store, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +74,26 @@ async def bootstrap(store: Store, settings: Settings, server_key: ServerKey) -> 
     if admin is not None:
         await _ensure_env_key(store, settings, admin)
         return None
-    admin = await store.create(NewRecord(type="account", kind="admin", state="active",
-                                         name="admin"))
-    project = await store.create(NewRecord(type="project", kind="project", state="active",
-                                           name="Default",
-                                           data={"orchestration": "cattle"}))
-    await store.update(admin.id, {}, {"defaultProjectId": project.id})
     token_uuid = str(uuid.uuid4())
     token = server_key.registration_token(token_uuid)
-    await store.create(registration_token_record(project.id, token_uuid, token))
     if settings.admin_access_key and settings.admin_secret_key:
         access, secret, shown = (settings.admin_access_key, settings.admin_secret_key.value,
                                  None)
     else:
         access, secret = new_access_key(), new_secret_key()
         shown = secret
-    await store.create(api_key_record(admin.id, access, secret, "admin"))
+
+    async def first_records(tx: Transaction) -> None:
+        # All or nothing: a start killed half-way leaves no admin without a key.
+        admin = await tx.create(NewRecord(type="account", kind="admin", state="active",
+                                          name="admin"))
+        project = await tx.create(NewRecord(type="project", kind="project", state="active",
+                                            name="Default", data={"orchestration": "cattle"}))
+        await tx.update(admin.id, {}, {"defaultProjectId": project.id})
+        await tx.create(registration_token_record(project.id, token_uuid, token))
+        await tx.create(api_key_record(admin.id, access, secret, "admin"))
+
+    await store.transact(first_records)
     origin = public_origin(settings)
     command = registration_commands(registration_url(origin, token))["command"]
     log.info("first start: created the admin account, the Default environment and keys")

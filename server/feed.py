@@ -21,7 +21,9 @@ from server.store import Change, Store
 
 log = logging.getLogger(__name__)
 
-WINDOW = 10_000
+# Recent changes kept in memory for readers (each holds its record): a reader further
+# behind reads the log in the store instead.
+WINDOW = 2_000
 BATCH = 500
 
 

@@ -5,163 +5,148 @@ never by name, so a re-sent ``instance.create`` reuses the container the first o
 dispatcher runs instructions about one resource one at a time, so a create re-sent while the
 first is still pulling waits for it and then finds its container: no second container.
 
-Every reply's data is the container's state summary (:func:`agent.containers.state_summary`),
-except ``instance.remove``'s, which is ``{}``, also when the container was already gone.
+Each handler parses its request with its type from ``shared.instructions`` and returns its
+typed reply (the dispatcher dumps it): the container's ``ContainerState``, except
+``instance.remove``'s, which is ``{}`` (``NoData``), also when the container was already gone,
+and ``instance.stats``'s ``StatsSample``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
-from typing import Any
 
-from agent.containers import create_params, state_summary, stats_summary
+from agent.containers import create_params
 from agent.dispatcher import InstructionContext
+from shared.containers import ContainerState, ContainerStatus
 from shared.errors import ErrorCode, InstructionError
+from shared.instructions import (
+    ContainerRef,
+    CreateRequest,
+    NoData,
+    RegistryAuth,
+    RemoveRequest,
+    StatsSample,
+    StopRequest,
+)
 
-DEFAULT_STOP_TIMEOUT = 10
+DEFAULT_STOP_TIMEOUT = 10.0
 PULL_SHARE = 90
 """Percent of an instruction's progress bar the image pull takes; creating takes the rest."""
-_RUNNING = frozenset({"running", "paused", "restarting"})
 
 
-async def create(ctx: InstructionContext) -> dict[str, Any]:
+async def create(ctx: InstructionContext) -> ContainerState:
     """Create the container of ``data.container`` unless it exists, pulling its image first."""
-    spec = ctx.request.data.get("container")
-    if not isinstance(spec, Mapping):
-        raise InstructionError("instance.create needs the container spec in data.container",
-                               ErrorCode.INVALID_DATA)
+    request = CreateRequest.parse(ctx.request.data)
+    spec = request.container
     # The server puts the host's agent IP into each port's hostIp when the user gave none;
     # a port still without one binds every interface.
     params = create_params(spec, None)
-    uuid, image = str(spec["uuid"]), str(spec["image"])
-    existing = await asyncio.to_thread(ctx.runtime.find_container, uuid)
+    existing = await asyncio.to_thread(ctx.runtime.find_container, spec.uuid)
     if existing is not None:
-        return state_summary(existing)
-    if not await asyncio.to_thread(ctx.runtime.image_present, image):
-        await _pull(ctx, image, ctx.request.data.get("registryAuth"))
-    await ctx.progress(f"creating container from {image}", PULL_SHARE)
+        return existing
+    if not await asyncio.to_thread(ctx.runtime.image_present, spec.image):
+        await _pull(ctx, spec.image, request.registry_auth)
+    await ctx.progress(f"creating container from {spec.image}", PULL_SHARE)
     docker_id = await asyncio.to_thread(ctx.runtime.create_container, params)
-    inspect = await asyncio.to_thread(ctx.runtime.inspect_container, docker_id)
-    return state_summary(inspect)
+    return await asyncio.to_thread(ctx.runtime.inspect_container, docker_id)
 
 
-async def start(ctx: InstructionContext) -> dict[str, Any]:
+async def start(ctx: InstructionContext) -> ContainerState:
     """Make the container run. One that exits at once is still answered with its state: the
     server decides what an early exit means."""
-    inspect = await require_container(ctx)
-    status = _status(inspect)
-    if status in ("running", "restarting"):
-        return state_summary(inspect)
-    if status == "paused":
-        await asyncio.to_thread(ctx.runtime.unpause, inspect["Id"])
+    uuid = ContainerRef.parse(ctx.request.data).uuid
+    state = await require_container(ctx, uuid)
+    if state.status in (ContainerStatus.RUNNING, ContainerStatus.RESTARTING):
+        return state
+    if state.status is ContainerStatus.PAUSED:
+        await asyncio.to_thread(ctx.runtime.unpause, state.docker_id)
     else:
-        await asyncio.to_thread(ctx.runtime.start, inspect["Id"])
-    return state_summary(await _inspect(ctx, inspect["Id"]))
+        await asyncio.to_thread(ctx.runtime.start, state.docker_id)
+    return await _inspect(ctx, uuid, state.docker_id)
 
 
-async def stop(ctx: InstructionContext) -> dict[str, Any]:
+async def stop(ctx: InstructionContext) -> ContainerState:
     """Stop the container (SIGTERM, SIGKILL after ``timeout`` s); a stopped one is left as is."""
-    inspect = await require_container(ctx)
-    if _status(inspect) not in _RUNNING:
-        return state_summary(inspect)
-    await asyncio.to_thread(ctx.runtime.stop, inspect["Id"], _timeout(ctx))
-    after = await _inspect(ctx, inspect["Id"])
-    if _status(after) in ("running", "paused"):
-        raise InstructionError(f"container {_uuid(ctx)} is still {_status(after)} after being "
+    request = StopRequest.parse(ctx.request.data)
+    state = await require_container(ctx, request.uuid)
+    if not state.running:
+        return state
+    await asyncio.to_thread(ctx.runtime.stop, state.docker_id, _timeout(request))
+    after = await _inspect(ctx, request.uuid, state.docker_id)
+    if after.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
+        raise InstructionError(f"container {request.uuid} is still {after.status} after being "
                                "stopped", ErrorCode.RUNTIME_ERROR)
-    return state_summary(after)
+    return after
 
 
-async def restart(ctx: InstructionContext) -> dict[str, Any]:
+async def restart(ctx: InstructionContext) -> ContainerState:
     """Stop (as ``instance.stop``) and start the container; a stopped one is just started."""
-    inspect = await require_container(ctx)
-    await asyncio.to_thread(ctx.runtime.restart, inspect["Id"], _timeout(ctx))
-    return state_summary(await _inspect(ctx, inspect["Id"]))
+    request = StopRequest.parse(ctx.request.data)
+    state = await require_container(ctx, request.uuid)
+    await asyncio.to_thread(ctx.runtime.restart, state.docker_id, _timeout(request))
+    return await _inspect(ctx, request.uuid, state.docker_id)
 
 
-async def remove(ctx: InstructionContext) -> dict[str, Any]:
+async def remove(ctx: InstructionContext) -> NoData:
     """Remove the container, killing it if it runs; ``removeVolumes`` also removes its
     anonymous volumes (named ones stay). Answers ``{}``, also when it was already gone."""
-    inspect = await asyncio.to_thread(ctx.runtime.find_container, _uuid(ctx))
-    if inspect is None:
-        return {}
-    volumes = bool(ctx.request.data.get("removeVolumes"))
+    request = RemoveRequest.parse(ctx.request.data)
+    state = await asyncio.to_thread(ctx.runtime.find_container, request.uuid)
+    if state is None:
+        return NoData()
     try:
-        await asyncio.to_thread(ctx.runtime.remove_container, inspect["Id"], volumes, True)
+        await asyncio.to_thread(ctx.runtime.remove_container, state.docker_id,
+                                request.remove_volumes, True)
     except InstructionError as exc:
         if exc.code is not ErrorCode.NOT_FOUND:  # gone meanwhile: what we wanted
             raise
-    if await asyncio.to_thread(ctx.runtime.find_container, _uuid(ctx)) is not None:
-        raise InstructionError(f"container {_uuid(ctx)} is still there after being removed",
+    if await asyncio.to_thread(ctx.runtime.find_container, request.uuid) is not None:
+        raise InstructionError(f"container {request.uuid} is still there after being removed",
                                ErrorCode.RUNTIME_ERROR)
-    return {}
+    return NoData()
 
 
-async def inspect(ctx: InstructionContext) -> dict[str, Any]:
+async def inspect(ctx: InstructionContext) -> ContainerState:
     """The container's state (``notFound`` if there is no such container)."""
-    return state_summary(await require_container(ctx))
+    return await require_container(ctx, ContainerRef.parse(ctx.request.data).uuid)
 
 
-async def stats(ctx: InstructionContext) -> dict[str, Any]:
+async def stats(ctx: InstructionContext) -> StatsSample:
     """One sample of the container's CPU, memory, network and block I/O."""
-    container = await require_container(ctx)
-    raw = await asyncio.to_thread(ctx.runtime.stats, str(container["Id"]))
-    return stats_summary(raw)
+    state = await require_container(ctx, ContainerRef.parse(ctx.request.data).uuid)
+    return await asyncio.to_thread(ctx.runtime.stats, state.docker_id)
 
 
-def _uuid(ctx: InstructionContext) -> str:
-    uuid = ctx.request.data.get("uuid")
-    if not isinstance(uuid, str) or not uuid:
-        raise InstructionError(f"{ctx.request.name} needs the container's uuid in data.uuid",
-                               ErrorCode.INVALID_DATA)
-    return uuid
+def _timeout(request: StopRequest) -> float:
+    return DEFAULT_STOP_TIMEOUT if request.timeout is None else request.timeout
 
 
-def _timeout(ctx: InstructionContext) -> float:
-    timeout = ctx.request.data.get("timeout")
-    if timeout is None:
-        return DEFAULT_STOP_TIMEOUT
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
-        raise InstructionError(f"{ctx.request.name}: data.timeout must be a number of seconds",
-                               ErrorCode.INVALID_DATA)
-    return float(timeout)
-
-
-def _status(inspect: Mapping[str, Any]) -> str | None:
-    status = (inspect.get("State") or {}).get("Status")
-    return str(status) if status is not None else None
-
-
-async def require_container(ctx: InstructionContext) -> dict[str, Any]:
-    uuid = _uuid(ctx)
-    inspect = await asyncio.to_thread(ctx.runtime.find_container, uuid)
-    if inspect is None:
+async def require_container(ctx: InstructionContext, uuid: str) -> ContainerState:
+    """The state of the container labelled ``uuid``; ``notFound`` if there is none."""
+    state = await asyncio.to_thread(ctx.runtime.find_container, uuid)
+    if state is None:
         raise InstructionError(f"container {uuid} does not exist on this host",
                                ErrorCode.NOT_FOUND)
-    return inspect
+    return state
 
 
-async def _inspect(ctx: InstructionContext, docker_id: str) -> dict[str, Any]:
+async def _inspect(ctx: InstructionContext, uuid: str, docker_id: str) -> ContainerState:
     try:
         return await asyncio.to_thread(ctx.runtime.inspect_container, docker_id)
     except InstructionError as exc:
         if exc.code is ErrorCode.NOT_FOUND:  # removed under our feet (e.g. --rm, a user)
-            raise InstructionError(f"container {_uuid(ctx)} disappeared during "
+            raise InstructionError(f"container {uuid} disappeared during "
                                    f"{ctx.request.name}", ErrorCode.NOT_FOUND) from exc
         raise
 
 
-async def _pull(ctx: InstructionContext, image: str, auth: Any) -> None:
+async def _pull(ctx: InstructionContext, image: str, auth: RegistryAuth | None) -> None:
     """Pull ``image``, turning the runtime's progress reports into progress messages.
 
     The runtime reports from its thread; the reports go through a queue to one forwarding task,
     so they reach the server in order and all before the reply.
     """
-    if auth is not None and not isinstance(auth, Mapping):
-        raise InstructionError("instance.create: data.registryAuth must be an object or null",
-                               ErrorCode.INVALID_DATA)
     loop = asyncio.get_running_loop()
     reports: asyncio.Queue[tuple[str, int | None] | None] = asyncio.Queue()
 
@@ -179,7 +164,8 @@ async def _pull(ctx: InstructionContext, image: str, auth: Any) -> None:
     await ctx.progress(f"pulling {image}", 0)
     forwarder = asyncio.create_task(forward())
     try:
-        await asyncio.to_thread(ctx.runtime.pull, image, auth, on_progress)
+        await asyncio.to_thread(ctx.runtime.pull, image,
+                                None if auth is None else auth.dump(), on_progress)
     except BaseException:
         forwarder.cancel()
         raise

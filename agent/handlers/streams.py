@@ -11,7 +11,8 @@ from typing import Any
 from agent.dispatcher import InstructionContext
 from agent.handlers.instances import require_container
 from shared import protocol
-from shared.errors import ErrorCode, InstructionError
+from shared.errors import InstructionError
+from shared.instructions import ExecRequest, ExecResult, LogsRequest, NoData
 
 
 async def _forward(ctx: InstructionContext, read: Any) -> None:
@@ -26,15 +27,13 @@ async def _until_closed(ctx: InstructionContext) -> None:
         pass
 
 
-async def logs(ctx: InstructionContext) -> dict[str, Any]:
+async def logs(ctx: InstructionContext) -> NoData:
     """The container's output: the last ``tail`` lines, then new lines while ``follow``."""
-    container = await require_container(ctx)
-    data = ctx.request.data
-    tail = data.get("tail")
+    request = LogsRequest.parse(ctx.request.data)
+    container = await require_container(ctx, request.uuid)
     stream = await asyncio.to_thread(
-        ctx.runtime.logs, str(container["Id"]), follow=bool(data.get("follow", True)),
-        tail=tail if isinstance(tail, int) and tail >= 0 else None,
-        timestamps=bool(data.get("timestamps")))
+        ctx.runtime.logs, container.docker_id, follow=request.follow, tail=request.tail,
+        timestamps=request.timestamps)
     closed = asyncio.create_task(_until_closed(ctx))
     forward = asyncio.create_task(_forward(ctx, lambda: next(stream, None)))
     try:
@@ -44,21 +43,16 @@ async def logs(ctx: InstructionContext) -> dict[str, Any]:
         closed.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await forward
-    return {}
+    return NoData()
 
 
-async def execute(ctx: InstructionContext) -> dict[str, Any]:
+async def execute(ctx: InstructionContext) -> ExecResult:
     """Run a command in the container, relaying its input and output; reply its exit code."""
-    container = await require_container(ctx)
-    data = ctx.request.data
-    command = data.get("command")
-    if not isinstance(command, list) or not command or \
-            not all(isinstance(part, str) for part in command):
-        raise InstructionError("execute needs a command: a non-empty list of strings",
-                               ErrorCode.INVALID_DATA)
-    session = await asyncio.to_thread(ctx.runtime.exec, str(container["Id"]), command,
-                                      tty=bool(data.get("tty", True)),
-                                      stdin=bool(data.get("attachStdin", True)))
+    request = ExecRequest.parse(ctx.request.data)
+    container = await require_container(ctx, request.uuid)
+    session = await asyncio.to_thread(ctx.runtime.exec, container.docker_id,
+                                      list(request.command), tty=request.tty,
+                                      stdin=request.attach_stdin)
     forward = asyncio.create_task(_forward(ctx, session.read))
     inputs = asyncio.create_task(_relay_input(ctx, session))
     try:
@@ -68,7 +62,7 @@ async def execute(ctx: InstructionContext) -> dict[str, Any]:
         session.close()
         with contextlib.suppress(asyncio.CancelledError):
             await forward
-    return {"exitCode": await asyncio.to_thread(session.exit_code)}
+    return ExecResult(await asyncio.to_thread(session.exit_code))
 
 
 async def _relay_input(ctx: InstructionContext, session: Any) -> None:

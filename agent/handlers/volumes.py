@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from agent.dispatcher import InstructionContext
-from shared.errors import ErrorCode, InstructionError
+from shared.instructions import NoData, VolumeRef
 
 
-async def remove(ctx: InstructionContext) -> dict[str, Any]:
+async def remove(ctx: InstructionContext) -> NoData:
     """Delete a volume from the host; one that is already gone is fine."""
-    name = ctx.request.data.get("name")
-    if not isinstance(name, str) or not name:
-        raise InstructionError("volume.remove needs the volume's name", ErrorCode.INVALID_DATA)
+    name = VolumeRef.parse(ctx.request.data).name
     if await asyncio.to_thread(ctx.runtime.volume, name) is None:
-        return {}
+        return NoData()
     await asyncio.to_thread(ctx.runtime.remove_volume, name)
-    return {}
+    return NoData()

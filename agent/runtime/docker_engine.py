@@ -1,5 +1,6 @@
 """The Docker engine behind the runtime interface, through docker-py: the only place of the
-agent that imports ``docker``.
+agent that imports ``docker``. Docker's answers about containers leave it as Corral's types
+(``ContainerState``, ``StatsSample``), translated by the pure functions of ``agent.containers``.
 
 The docker client is created lazily, on the first call, because docker-py asks the engine for its
 API version while constructing a client; building a :class:`DockerRuntime` therefore succeeds while
@@ -19,7 +20,7 @@ import docker.errors
 import docker.transport.unixconn
 import docker.utils
 
-from agent.containers import UUID_LABEL, PullProgress
+from agent.containers import UUID_LABEL, PullProgress, state_summary, stats_summary
 from agent.runtime.docker_errors import (
     DEFAULT_TIMEOUT,
     TRANSLATED,
@@ -38,11 +39,11 @@ from agent.runtime.interface import (
     OnPullProgress,
     RuntimeUnavailable,
 )
+from shared.containers import ContainerState
 from shared.errors import ErrorCode, InstructionError
+from shared.instructions import StatsSample
 
 T = TypeVar("T")
-
-
 
 
 class DockerRuntime:
@@ -99,7 +100,7 @@ class DockerRuntime:
         if client is not None:
             client.close()
 
-    def find_container(self, uuid: str) -> dict[str, Any] | None:
+    def find_container(self, uuid: str) -> ContainerState | None:
         found = self._api(lambda api: api.containers(
             all=True, filters={"label": f"{UUID_LABEL}={uuid}"}))
         # Never more than one unless someone copied the label by hand; the oldest is ours.
@@ -108,10 +109,11 @@ class DockerRuntime:
                 return self._inspect_or_gone(summary["Id"])
         return None
 
-    def inspect_container(self, container_id: str) -> dict[str, Any]:
-        return self._call(lambda client: client.api.inspect_container(container_id))
+    def inspect_container(self, container_id: str) -> ContainerState:
+        return state_summary(self._call(lambda client: client.api.inspect_container(
+            container_id)))
 
-    def list_containers(self) -> list[dict[str, Any]]:
+    def list_containers(self) -> list[ContainerState]:
         listed = self._api(lambda api: api.containers(all=True))
         containers = []
         for summary in listed:
@@ -203,8 +205,8 @@ class DockerRuntime:
                 return None
             raise
 
-    def stats(self, container_id: str) -> dict[str, Any]:
-        return dict(self._api(lambda api: api.stats(container_id, stream=False)))
+    def stats(self, container_id: str) -> StatsSample:
+        return stats_summary(self._api(lambda api: api.stats(container_id, stream=False)))
 
     def logs(self, container_id: str, *, follow: bool, tail: int | None,
              timestamps: bool) -> ByteStream:
@@ -258,7 +260,7 @@ class DockerRuntime:
         except TRANSLATED as exc:
             raise translate(exc, self.address, self._timeout) from exc
 
-    def _inspect_or_gone(self, container_id: str) -> dict[str, Any]:
+    def _inspect_or_gone(self, container_id: str) -> ContainerState:
         try:
             return self.inspect_container(container_id)
         except InstructionError as exc:

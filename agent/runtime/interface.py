@@ -9,11 +9,13 @@ Exception tree::
                                        (socket missing, connection refused, permission denied,
                                        no connection in time, TLS handshake failed)
 
-Every call blocks: the caller runs it off the event loop with ``asyncio.to_thread``. Pulls are
-an exception to the codes above: every failure to pull an image (unknown image or tag,
-registry unreachable, credentials refused) is an InstructionError with code RUNTIME_ERROR naming
-the image and carrying Docker's own explanation, so that ``notFound`` keeps meaning "no such
-container" in instance replies.
+Containers and statistics come back as Corral's own types (``shared.containers.ContainerState``,
+``shared.instructions.StatsSample``): Docker's inspect dictionaries stay inside the
+implementation, which translates them with ``agent.containers``. Every call blocks: the caller
+runs it off the event loop with ``asyncio.to_thread``. Pulls are an exception to the codes
+above: every failure to pull an image (unknown image or tag, registry unreachable, credentials
+refused) is an InstructionError with code RUNTIME_ERROR naming the image and carrying Docker's
+own explanation, so that ``notFound`` keeps meaning "no such container" in instance replies.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
+from shared.containers import ContainerState
 from shared.errors import ErrorCode, InstructionError
+from shared.instructions import StatsSample
 
 OnPullProgress = Callable[[str, int | None], None]
 """Called during a pull with its phase (resolving, downloading, extracting, complete) and
@@ -49,16 +53,16 @@ class ContainerRuntime(Protocol):
         """Release connections and end open event streams; further calls fail. Safe twice."""
         ...
 
-    def find_container(self, uuid: str) -> dict[str, Any] | None:
-        """The inspect answer of the container labelled with ``uuid``, or None."""
+    def find_container(self, uuid: str) -> ContainerState | None:
+        """The state of the container labelled with ``uuid``, or None."""
         ...
 
-    def inspect_container(self, container_id: str) -> dict[str, Any]:
-        """``docker inspect`` of a container (NOT_FOUND if there is none)."""
+    def inspect_container(self, container_id: str) -> ContainerState:
+        """The state of a container, by docker id or name (NOT_FOUND if there is none)."""
         ...
 
-    def list_containers(self) -> list[dict[str, Any]]:
-        """The inspect answers of every container, running or not, managed or not."""
+    def list_containers(self) -> list[ContainerState]:
+        """The states of every container, running or not, managed or not."""
         ...
 
     def image_present(self, ref: str) -> bool:
@@ -107,8 +111,8 @@ class ContainerRuntime(Protocol):
         """``docker volume inspect``, or None if there is no such volume."""
         ...
 
-    def stats(self, container_id: str) -> dict[str, Any]:
-        """One sample of Docker's resource statistics for the container (takes ~1-2 s)."""
+    def stats(self, container_id: str) -> StatsSample:
+        """One sample of the container's resource use (takes ~1-2 s)."""
         ...
 
     def logs(self, container_id: str, *, follow: bool, tail: int | None,

@@ -26,6 +26,8 @@ from shared.protocol import CloseCode
 
 log = logging.getLogger(__name__)
 MAX_TICK_SECONDS = 1.0
+FINAL_FLUSH_SECONDS = 2.0
+FLUSH_BATCH = 250
 
 
 class Hub(Protocol):
@@ -84,8 +86,9 @@ class AgentHub:
         found = await hosts.hosts_with_live_agents(self._store)
         for host in found:
             self._liveness[host.id] = _Liveness(now, False, AgentState.RECONNECTING)
-        await hosts.set_agent_states(self._store,
-                                     {host.id: AgentState.RECONNECTING for host in found})
+        for start in range(0, len(found), FLUSH_BATCH):
+            await hosts.set_agent_states(self._store, {
+                host.id: AgentState.RECONNECTING for host in found[start:start + FLUSH_BATCH]})
         self._ticker = asyncio.create_task(self._tick_loop())
         self._writer = asyncio.create_task(self._write_loop())
 
@@ -100,10 +103,23 @@ class AgentHub:
         # host a grace period anyway, so nothing is written for them (with thousands of
         # agents, those writes alone would outlast any shutdown deadline).
         self._stopping = True
-        for session in list(self._sessions.values()):
+        sessions = list(self._sessions.values())
+        if sessions:
+            log.info("closing %d agent sessions", len(sessions))
+        began = time.monotonic()
+        for session in sessions:
             session.close_soon(CloseCode.GOING_AWAY, "server shutting down")
-        await asyncio.gather(*(s.wait_closed() for s in list(self._sessions.values())))
-        await self._flush()
+        await asyncio.gather(*(s.wait_closed() for s in sessions))
+        if sessions:
+            log.info("closed %d agent sessions in %.1f s", len(sessions),
+                     time.monotonic() - began)
+        # Changes not yet written are not lost: the next start gives every host that was
+        # active a grace period. So the last write is bounded, not a reason to hang.
+        try:
+            async with asyncio.timeout(FINAL_FLUSH_SECONDS):
+                await self._flush()
+        except TimeoutError:
+            log.info("%d agent state changes left to the next start", len(self._dirty))
 
     # --- sessions -----------------------------------------------------------------------
 
@@ -228,9 +244,12 @@ class AgentHub:
         """Write the current liveness state of every host whose state changed, in one
         transaction per round."""
         while self._dirty:
-            written = {host_id: entry.state for host_id in self._dirty
+            # A few hundred at a time: each round is one short transaction, and the event
+            # loop (and a shutdown deadline) gets a turn between rounds.
+            await asyncio.sleep(0)
+            batch = [self._dirty.pop() for _ in range(min(FLUSH_BATCH, len(self._dirty)))]
+            written = {host_id: entry.state for host_id in batch
                        if (entry := self._liveness.get(host_id)) is not None}
-            self._dirty.clear()
             self._writing = set(written)
             try:
                 await hosts.set_agent_states(self._store, written)

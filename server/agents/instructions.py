@@ -5,6 +5,11 @@ host, sends the request through the hub, and (for operations) copies the agent's
 the resource. Progress is written by one task of its own, latest message per resource, so a
 slow database never holds up the agent session's read loop. ``api_error`` is the one place
 where an instruction's failure becomes an API error.
+
+Payloads are typed (``shared.instructions``): ``Instructions.send`` dumps a typed request and
+parses the reply into its type. Every reply of an instruction in ``INSTRUCTIONS`` is checked
+against its type, also on the untyped ``call``, so a malformed reply fails here, as an
+InstructionError (``invalidMessage``) naming the field, never deeper in the engine.
 """
 
 from __future__ import annotations
@@ -12,19 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from server.api.errors import ApiError, Unavailable, invalid
 from server.store import Conflict, Record, Store
 from shared import protocol
-from shared.errors import HostNotConnected, InstructionError
+from shared.errors import ErrorCode, HostNotConnected, InstructionError, ProtocolError
+from shared.fields import protocol_error
 from shared.ids import format_id, prefix_for
+from shared.instructions import INSTRUCTIONS, Payload
 
 if TYPE_CHECKING:
     from server.agents.hub import Hub
 
 log = logging.getLogger(__name__)
 SAMPLE_TIMEOUT = 30.0
+R = TypeVar("R", bound=Payload)
 
 
 def host_of(record: Record) -> int:
@@ -110,12 +118,27 @@ class Instructions:
             self.progress.report(record.id, progress)
 
         try:
-            return await self._hub.call(target, name, record.type, public_id(record), data,
-                                        timeout=timeout,
-                                        on_progress=on_progress if track else None)
+            reply = await self._hub.call(target, name, record.type, public_id(record), data,
+                                         timeout=timeout,
+                                         on_progress=on_progress if track else None)
         finally:
             if track:
                 self.progress.forget(record.id)
+        instruction = INSTRUCTIONS.get(name)
+        if instruction is not None:
+            _parse_reply(instruction.reply, name, target, reply)
+        return reply
+
+    async def send(self, record: Record, name: str, request: Payload, reply: type[R], *,
+                   timeout: float | None = None, track: bool = False,
+                   host_id: int | None = None) -> R:
+        """``call`` with a typed request and reply: ``request`` is dumped at this edge and
+        the reply parsed into ``reply`` (InstructionError ``invalidMessage`` if it does not
+        fit)."""
+        target = host_id if host_id is not None else host_of(record)
+        data = await self.call(record, name, request.dump(), timeout=timeout, track=track,
+                               host_id=target)
+        return _parse_reply(reply, name, target, data)
 
     async def sample(self, record: Record, name: str, data: dict[str, Any],
                      output_type: str) -> dict[str, Any]:
@@ -126,3 +149,13 @@ class Instructions:
             raise api_error(exc) from exc
         return {"type": output_type, "id": public_id(record), "links": {}, "actions": {},
                 **result}
+
+
+def _parse_reply(reply: type[R], name: str, host_id: int, data: dict[str, Any]) -> R:
+    """The reply data of ``name`` as ``reply``; a reply that does not fit is the agent's
+    fault, reported as an instruction failure naming the field."""
+    try:
+        return reply.parse(data, f"the reply data of {name}", protocol_error)
+    except ProtocolError as exc:
+        raise InstructionError(f"the agent of host {format_id('1h', host_id)} answered {name} "
+                               f"with malformed data: {exc}", ErrorCode.INVALID_MESSAGE) from exc

@@ -25,7 +25,7 @@ from server.api.web import json_response, origin, read_json
 from server.resources.hosts import HOST
 from server.resources.volumes import create_local_pool
 from server.security import digest, new_access_key, new_secret_key
-from server.store import Condition, Conflict, NewRecord, Query, Record, Store
+from server.store import Condition, Conflict, NewRecord, Query, Record, Store, Transaction
 from shared.ids import format_id
 from shared.protocol import AGENT_PATH
 
@@ -57,12 +57,16 @@ async def wheel(request: web.Request) -> web.Response:
 async def _host_for_key(store: Store, project_id: int, key_hash: str) -> Record:
     host = await store.get_by_lookup("host", key_hash)
     if host is None:
-        try:
-            host = await store.create(NewRecord(
+
+        async def new_host(tx: Transaction) -> Record:
+            created = await tx.create(NewRecord(
                 type="host", kind="docker", state="registering", project_id=project_id,
                 lookup_key=key_hash, data={"agentState": AgentState.REGISTERING.value}))
-            await create_local_pool(store, host)
-            return host
+            await create_local_pool(tx, created)
+            return created
+
+        try:
+            return await store.transact(new_host)
         except Conflict:  # the same host registering twice at once
             host = await store.get_by_lookup("host", key_hash)
             assert host is not None

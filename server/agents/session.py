@@ -107,7 +107,7 @@ class AgentSession:
         self._on_report = on_report
         # Reports are handled in order by one task, so that slow handling (a large inventory)
         # never delays reading pongs and replies.
-        self._reports: asyncio.Queue[Report | None] = asyncio.Queue(REPORT_QUEUE)
+        self._reports: asyncio.Queue[Report] = asyncio.Queue(REPORT_QUEUE)
         self._report_task: asyncio.Task[None] | None = None
         self._closing: tuple[int, str] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -124,21 +124,26 @@ class AgentSession:
             self.log.warning("agent is not reading its messages; disconnecting it")
             self.close_soon(CloseCode.GOING_AWAY, "agent too slow to read its messages")
             raise HostNotConnected(f"host {self.public_host_id} is not keeping up") from None
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    # The writer and the report handler are tasks only while they have work: an idle session
+    # (most of them, most of the time) costs no task beyond its reader.
 
     async def _report_loop(self) -> None:
-        while True:
-            report = await self._reports.get()
-            if report is None:
-                return
+        while not self._reports.empty():
+            report = self._reports.get_nowait()
             try:
                 await self._on_report(report)
             except Exception:
                 self.log.exception("could not handle a %s report", report.type)
 
     async def _write_loop(self) -> None:
-        while True:
-            text = await self._queue.get()
-            await self.ws.send_str(text)
+        try:
+            while not self._queue.empty():
+                await self.ws.send_str(self._queue.get_nowait())
+        except (ConnectionError, RuntimeError):
+            self.close_soon(CloseCode.GOING_AWAY, "connection lost")
 
     async def ping(self) -> None:
         self.last_ping = time.monotonic()
@@ -220,6 +225,9 @@ class AgentSession:
                     self._reports.put_nowait(message)
                 except asyncio.QueueFull:
                     raise ProtocolError("too many reports queued; slow down") from None
+                if self._report_task is None or self._report_task.done():
+                    self._report_task = asyncio.get_running_loop().create_task(
+                        self._report_loop())
             case protocol.Hello():
                 raise ProtocolError("hello may only be sent once, first")
             case protocol.Welcome() | protocol.Request() | protocol.StreamResize() | \
@@ -230,8 +238,6 @@ class AgentSession:
 
     async def run(self) -> None:
         """Read until the socket closes; close it with a reason on a protocol error."""
-        self._writer = asyncio.create_task(self._write_loop())
-        self._report_task = asyncio.create_task(self._report_loop())
         try:
             async for msg in self.ws:
                 self.last_seen = time.monotonic()
@@ -254,7 +260,8 @@ class AgentSession:
                 else:
                     break
         finally:
-            self._writer.cancel()
+            if self._writer is not None:
+                self._writer.cancel()
             reason = self._closing[1] if self._closing else "agent disconnected"
             for pending in self._pending.values():
                 if not pending.future.done():
@@ -271,12 +278,11 @@ class AgentSession:
     async def _drain_reports(self) -> None:
         """Let the report task handle what was already received, then end it."""
         task = self._report_task
-        if task is None:
+        if task is None or task.done():
             return
         try:
-            self._reports.put_nowait(None)
             await asyncio.wait_for(asyncio.shield(task), 10.0)
-        except (asyncio.QueueFull, TimeoutError):
+        except TimeoutError:
             task.cancel()
 
     def close_soon(self, code: int, reason: str) -> None:

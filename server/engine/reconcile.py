@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from server.api.types import now_ms
 from server.engine.instances import resting_state, summary_fields
@@ -19,8 +19,10 @@ from server.engine.placement import list_all
 from server.resources.volumes import release_mounts
 from server.store import Condition, NewRecord, Query, Record
 from shared import protocol
-from shared.errors import InstructionError
+from shared.containers import ContainerState, ContainerStatus
+from shared.errors import InstructionError, ProtocolError
 from shared.ids import format_id
+from shared.instructions import NoData, RemoveRequest
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -34,27 +36,29 @@ class Reconciler:
         self._services = services
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def _find(self, host_id: int, summary: dict[str, Any]) -> Record | None:
-        uuid = summary.get("uuid")
-        if uuid:
-            record = await self._services.store.get_by_uuid(str(uuid))
+    async def _find(self, host_id: int, summary: ContainerState) -> Record | None:
+        if summary.uuid:
+            record = await self._services.store.get_by_uuid(summary.uuid)
             if record is not None and record.type == "container" and \
                     record.data.get("hostId") == host_id:
                 return record
             return None
-        docker_id = summary.get("dockerId")
-        if not docker_id:
-            return None
         found = await self._services.store.list(Query(types=["container"], limit=1, conditions=[
             Condition("hostId", "eq", host_id, "int"),
-            Condition("externalId", "eq", str(docker_id))]))
+            Condition("externalId", "eq", summary.docker_id)]))
         return found[0] if found else None
 
     async def on_event(self, host_id: int, event: protocol.ContainerEvent) -> None:
-        summary = event.container
+        try:
+            summary = ContainerState.parse(event.container, f"the container of a "
+                                           f"{event.event} event")
+        except ProtocolError as exc:
+            log.warning("ignored a container event from host %s: %s",
+                        format_id("1h", host_id), exc)
+            return
         record = await self._find(host_id, summary)
         if record is None:
-            if summary.get("status") == "running" and event.event == "start":
+            if summary.status is ContainerStatus.RUNNING and event.event == "start":
                 await self._import(host_id, summary)
             return
         if record.transitioning == "yes" or record.state in GONE:
@@ -66,43 +70,50 @@ class Reconciler:
             return
         await self._apply(record, summary)
 
-    async def _apply(self, record: Record, summary: dict[str, Any]) -> None:
+    async def _apply(self, record: Record, summary: ContainerState) -> None:
         state = resting_state(summary)
         fields = {k: v for k, v in summary_fields(summary).items()
                   if record.data.get(k) != v}
         if state != record.state or fields:
-            log.info("container %s is %s on its host", record.uuid, summary.get("status"))
+            log.info("container %s is %s on its host", record.uuid, summary.status)
             await self._services.store.update(record.id, {"state": state}, fields)
 
-    async def _import(self, host_id: int, summary: dict[str, Any]) -> Record | None:
+    async def _import(self, host_id: int, summary: ContainerState) -> Record | None:
         """A container started outside Corral becomes a native container record."""
         host = await self._services.store.get(host_id)
         if host is None or host.project_id is None:
             return None
-        labels = dict(summary.get("labels") or {})
         record = await self._services.store.create(NewRecord(
             type="container", kind="container", state=resting_state(summary),
-            name=summary.get("name"), project_id=host.project_id,
-            uuid=str(summary["uuid"]) if summary.get("uuid") else None,
-            data={"imageUuid": f"docker:{summary.get('image')}", "hostId": host_id,
-                  "native": not summary.get("uuid"), "labels": labels,
+            name=summary.name, project_id=host.project_id, uuid=summary.uuid or None,
+            data={"imageUuid": f"docker:{summary.image}", "hostId": host_id,
+                  "native": not summary.uuid, "labels": dict(summary.labels),
                   "startOnCreate": True, **summary_fields(summary)}))
-        log.info("imported container %s (%s) found on host %s", summary.get("name"),
-                 summary.get("dockerId"), format_id("1h", host_id))
+        log.info("imported container %s (%s) found on host %s", summary.name,
+                 summary.docker_id, format_id("1h", host_id))
         return record
 
     async def on_inventory(self, host_id: int, inventory: protocol.Inventory) -> None:
         store = self._services.store
+        try:
+            summaries = [ContainerState.parse(c, f"inventory entry {i}")
+                         for i, c in enumerate(inventory.containers)]
+        except ProtocolError as exc:
+            # Judging by part of the list would wrongly find the rest vanished.
+            log.warning("ignored the container inventory of host %s: %s",
+                        format_id("1h", host_id), exc)
+            await self._services.runner.resume(host_id)
+            return
         records = await list_all(store, Query(types=["container"], conditions=[
             Condition("hostId", "eq", host_id, "int")]))
         by_uuid = {r.uuid: r for r in records}
         by_docker_id = {r.data.get("externalId"): r for r in records if r.data.get("externalId")}
         seen: set[int] = set()
-        for summary in inventory.containers:
-            record = by_uuid.get(str(summary.get("uuid"))) if summary.get("uuid") else \
-                by_docker_id.get(summary.get("dockerId"))
+        for summary in summaries:
+            record = by_uuid.get(summary.uuid) if summary.uuid else \
+                by_docker_id.get(summary.docker_id)
             if record is None:
-                if summary.get("uuid") and await store.get_by_uuid(str(summary["uuid"])):
+                if summary.uuid and await store.get_by_uuid(summary.uuid):
                     continue  # a record of another host: not ours to judge
                 await self._import(host_id, summary)
                 continue
@@ -127,9 +138,9 @@ class Reconciler:
 
         async def remove() -> None:
             try:
-                await self._services.instructions.call(
-                    record, "instance.remove", {"uuid": record.uuid, "removeVolumes": True},
-                    host_id=host_id)
+                await self._services.instructions.send(
+                    record, "instance.remove", RemoveRequest(record.uuid, remove_volumes=True),
+                    NoData, host_id=host_id)
             except InstructionError as exc:
                 log.warning("could not remove container %s left on host %s: %s",
                             record.uuid, format_id("1h", host_id), exc)

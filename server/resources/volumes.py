@@ -15,7 +15,7 @@ from server.api.schema import Field, Schema, Scope
 from server.api.types import ResourceType, now_ms
 from server.caller import Caller
 from server.lifecycle import Lifecycle, step
-from server.store import Condition, NewRecord, Query, Record, Store
+from server.store import Condition, NewRecord, Query, Record, Store, Transaction
 from shared.errors import InstructionError
 from shared.ids import format_id
 
@@ -70,7 +70,7 @@ VOLUME = Schema(
 )
 
 
-async def create_local_pool(store: Store, host: Record) -> Record:
+async def create_local_pool(store: Store | Transaction, host: Record) -> Record:
     """The host's local storage pool (one per host)."""
     existing = await store.list(Query(types=["storagePool"], project_id=host.project_id,
                                       limit=1, conditions=[

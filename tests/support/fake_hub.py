@@ -30,7 +30,9 @@ from server.agents.liveness import AgentState
 from server.agents.session import AgentSession, ProgressCallback, ServerStream
 from server.config import Settings
 from server.store import Store
+from shared.containers import ContainerState, ContainerStatus, PortBinding
 from shared.errors import ErrorCode, HostNotConnected, InstructionError
+from shared.fields import Fields, protocol_error
 from tests.support.timing import seconds
 
 # Docker statuses in which a container counts as running (its ports and IP are in effect).
@@ -81,23 +83,17 @@ class FakeContainer:
     finished_at: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        """The reply the real agent gives (``agent.containers.state_summary``)."""
+        """The reply the real agent gives (``agent.containers.state_summary``, dumped)."""
         running = self.status in _RUNNING
-        return {
-            "uuid": self.uuid,
-            "dockerId": self.docker_id,
-            "name": self.name,
-            "image": self.image,
-            "status": self.status,
-            "exitCode": self.exit_code,
-            "ipAddress": self.ip_address if running else None,
+        return ContainerState(
+            uuid=self.uuid, docker_id=self.docker_id, name=self.name, image=self.image,
+            status=ContainerStatus(self.status), exit_code=self.exit_code,
+            ip_address=self.ip_address if running else None,
             # Docker reports bindings in effect only while the container runs.
-            "ports": [dict(p) for p in self.ports] if running else [],
-            "startedAt": self.started_at,
-            "finishedAt": self.finished_at,
-            "labels": dict(self.labels),
-            "mounts": [],
-        }
+            ports=tuple(PortBinding.read(Fields(p, "port", protocol_error))
+                        for p in self.ports) if running else (),
+            started_at=self.started_at, finished_at=self.finished_at,
+            labels=dict(self.labels)).dump()
 
 
 class FakeHub:

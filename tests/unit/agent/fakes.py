@@ -3,7 +3,9 @@
 ``FakeRuntime`` stands in for ``agent.runtime.DockerRuntime``: it answers from canned dicts
 copied from a real engine (Docker 20.10 on Debian 12), keeps containers in memory in the shape
 ``docker inspect`` gives (tests/data/docker/inspect_running.json is a real one) and records every
-call.
+call. Like the real runtime it answers about containers with Corral's types, translating its
+inspect dicts with the same pure functions (``agent.containers.state_summary``,
+``stats_summary``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent.containers import UUID_LABEL, PullProgress
+from agent.containers import UUID_LABEL, PullProgress, state_summary, stats_summary
 from agent.runtime import OnPullProgress, RuntimeUnavailable
+from shared.containers import ContainerState
 from shared.errors import ErrorCode, InstructionError
+from shared.instructions import StatsSample
 
 if TYPE_CHECKING:
     from agent.runtime import ContainerRuntime, EventStream
@@ -155,6 +159,16 @@ def blank_spec(**overrides: Any) -> dict[str, Any]:
     }
     value.update(overrides)
     return value
+
+
+class Raw:
+    """Reply data for handlers of dispatcher tests: any JSON object, dumped as it is."""
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self.data = data or {}
+
+    def dump(self) -> dict[str, Any]:
+        return self.data
 
 
 def image_key(ref: str) -> str:
@@ -297,20 +311,20 @@ class FakeRuntime:
 
     # containers
 
-    def find_container(self, uuid: str) -> dict[str, Any] | None:
+    def find_container(self, uuid: str) -> ContainerState | None:
         self._enter("find_container", uuid)
         for container in self.containers.values():
             if container["Config"]["Labels"].get(UUID_LABEL) == uuid:
-                return copy.deepcopy(container)
+                return state_summary(copy.deepcopy(container))
         return None
 
-    def inspect_container(self, container_id: str) -> dict[str, Any]:
+    def inspect_container(self, container_id: str) -> ContainerState:
         self._enter("inspect_container", container_id)
-        return copy.deepcopy(self._get(container_id))
+        return state_summary(copy.deepcopy(self._get(container_id)))
 
-    def list_containers(self) -> list[dict[str, Any]]:
+    def list_containers(self) -> list[ContainerState]:
         self._enter("list_containers")
-        return copy.deepcopy(list(self.containers.values()))
+        return [state_summary(c) for c in copy.deepcopy(list(self.containers.values()))]
 
     def image_present(self, ref: str) -> bool:
         self._enter("image_present", ref)
@@ -411,10 +425,10 @@ class FakeRuntime:
         self.streams.append(stream)
         return stream
 
-    def stats(self, container_id: str) -> dict[str, Any]:
+    def stats(self, container_id: str) -> StatsSample:
         self._enter("stats", container_id)
         self._get(container_id)
-        return copy.deepcopy(self.stats_sample)
+        return stats_summary(copy.deepcopy(self.stats_sample))
 
     def logs(self, container_id: str, *, follow: bool, tail: int | None,
              timestamps: bool) -> FakeByteStream:

@@ -16,7 +16,7 @@ from agent.runtime import RuntimeUnavailable
 from shared import protocol
 from shared.errors import ErrorCode, InstructionError
 from tests.support.timing import seconds
-from tests.unit.agent.fakes import FakeRuntime, GatedCreateRuntime, blank_spec
+from tests.unit.agent.fakes import FakeRuntime, GatedCreateRuntime, Raw, blank_spec
 
 # Generous: reached only if the dispatcher is broken (a handler would otherwise wait forever).
 DEADLOCK_MS = 5_000
@@ -62,18 +62,18 @@ async def run(handlers: dict[str, Handler], req: protocol.Request) -> list[proto
 
 
 async def test_a_handler_result_becomes_one_reply_naming_the_request() -> None:
-    async def echo(ctx: InstructionContext) -> dict[str, Any]:
-        return {"got": ctx.request.data, "resource": ctx.request.resource_id}
+    async def echo(ctx: InstructionContext) -> Raw:
+        return Raw({"got": ctx.request.data, "resource": ctx.request.resource_id})
 
     sent = await run({"thing.do": echo}, request(request_id="r-42", data={"n": 1}))
     assert sent == [protocol.Reply(request_id="r-42", data={"got": {"n": 1}, "resource": "1t1"})]
 
 
 async def test_progress_messages_come_before_the_reply() -> None:
-    async def steps(ctx: InstructionContext) -> dict[str, Any]:
+    async def steps(ctx: InstructionContext) -> Raw:
         await ctx.progress("pulling image", 10)
         await ctx.progress("starting")
-        return {"ok": True}
+        return Raw({"ok": True})
 
     sent = await run({"thing.do": steps}, request(request_id="r-1"))
     assert sent == [
@@ -101,7 +101,7 @@ async def test_an_unknown_instruction_is_replied_to_with_unknown_instruction() -
     RuntimeUnavailable("The Docker engine cannot be reached."),
 ])
 async def test_an_instruction_error_keeps_its_code_and_message(error: InstructionError) -> None:
-    async def failing(ctx: InstructionContext) -> dict[str, Any]:
+    async def failing(ctx: InstructionContext) -> Raw:
         await ctx.progress("trying")
         raise error
 
@@ -113,7 +113,7 @@ async def test_an_instruction_error_keeps_its_code_and_message(error: Instructio
 
 async def test_an_unexpected_exception_is_an_internal_error_reply(
         caplog: pytest.LogCaptureFixture) -> None:
-    async def buggy(ctx: InstructionContext) -> dict[str, Any]:
+    async def buggy(ctx: InstructionContext) -> Raw:
         raise KeyError("Id")
 
     sent = await run({"thing.do": buggy}, request())  # does not raise
@@ -129,9 +129,9 @@ async def test_an_unexpected_exception_is_an_internal_error_reply(
 async def test_a_handler_exceeding_its_timeout_is_a_timeout_reply() -> None:
     never = asyncio.Event()
 
-    async def stuck(ctx: InstructionContext) -> dict[str, Any]:
+    async def stuck(ctx: InstructionContext) -> Raw:
         await never.wait()
-        return {}
+        return Raw({})
 
     sent = await run({"thing.do": stuck}, request(timeout_ms=1))
     assert len(sent) == 1
@@ -143,8 +143,8 @@ async def test_a_handler_exceeding_its_timeout_is_a_timeout_reply() -> None:
 
 
 async def test_a_reply_is_sent_for_each_of_many_instructions() -> None:
-    async def echo(ctx: InstructionContext) -> dict[str, Any]:
-        return {"id": ctx.request.id}
+    async def echo(ctx: InstructionContext) -> Raw:
+        return Raw({"id": ctx.request.id})
 
     outbox = Outbox()
     dispatcher = make_dispatcher({"thing.do": echo})
@@ -164,7 +164,7 @@ async def test_instructions_for_the_same_resource_run_one_after_another() -> Non
     log: list[str] = []
     a_started, release_a = asyncio.Event(), asyncio.Event()
 
-    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+    async def handler(ctx: InstructionContext) -> Raw:
         name = ctx.request.id
         log.append(f"{name} start")
         if name == "A":
@@ -173,7 +173,7 @@ async def test_instructions_for_the_same_resource_run_one_after_another() -> Non
         if name == "C":
             release_a.set()
         log.append(f"{name} end")
-        return {}
+        return Raw({})
 
     dispatcher, outbox = make_dispatcher({"thing.do": handler}), Outbox()
     task_a = asyncio.create_task(dispatcher.handle(request(resource_id="1t1", request_id="A"),
@@ -193,11 +193,11 @@ async def test_instructions_for_different_resources_run_concurrently() -> None:
     """Each handler waits for the other to have started: only concurrency lets both finish."""
     started = {"A": asyncio.Event(), "B": asyncio.Event()}
 
-    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+    async def handler(ctx: InstructionContext) -> Raw:
         mine, other = ("A", "B") if ctx.request.id == "A" else ("B", "A")
         started[mine].set()
         await started[other].wait()
-        return {"saw": other}
+        return Raw({"saw": other})
 
     dispatcher, outbox = make_dispatcher({"thing.do": handler}), Outbox()
     await asyncio.gather(
@@ -209,10 +209,10 @@ async def test_instructions_for_different_resources_run_concurrently() -> None:
 
 
 async def test_a_failed_instruction_does_not_block_the_next_for_its_resource() -> None:
-    async def flaky(ctx: InstructionContext) -> dict[str, Any]:
+    async def flaky(ctx: InstructionContext) -> Raw:
         if ctx.request.id == "first":
             raise RuntimeError("boom")
-        return {"ok": True}
+        return Raw({"ok": True})
 
     dispatcher, outbox = make_dispatcher({"thing.do": flaky}), Outbox()
     await dispatcher.handle(request(request_id="first"), outbox)
@@ -337,11 +337,11 @@ async def test_a_create_resent_after_its_timeout_waits_for_the_first_one() -> No
 async def test_an_instruction_waiting_for_its_resource_says_so_before_it_runs() -> None:
     started, release = asyncio.Event(), asyncio.Event()
 
-    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+    async def handler(ctx: InstructionContext) -> Raw:
         if ctx.request.id == "A":
             started.set()
             await release.wait()
-        return {}
+        return Raw({})
 
     dispatcher, first, second = make_dispatcher({"thing.do": handler}), Outbox(), Outbox()
     task_a = asyncio.create_task(dispatcher.handle(request(request_id="A"), first))
@@ -363,12 +363,12 @@ async def test_a_timed_out_handler_keeps_its_slot_until_it_ends() -> None:
     events: list[str] = []
     release = asyncio.Event()
 
-    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+    async def handler(ctx: InstructionContext) -> Raw:
         events.append(f"{ctx.request.id} start")
         if ctx.request.id == "slow":
             await release.wait()
         events.append(f"{ctx.request.id} end")
-        return {}
+        return Raw({})
 
     runtime = FakeRuntime()
     dispatcher = Dispatcher({"thing.do": handler}, runtime, FactsSource(runtime, {}, None),
@@ -392,11 +392,11 @@ async def test_an_instruction_still_queued_when_its_session_ends_never_runs() ->
     ran: list[str] = []
     started, release = asyncio.Event(), asyncio.Event()
 
-    async def handler(ctx: InstructionContext) -> dict[str, Any]:
+    async def handler(ctx: InstructionContext) -> Raw:
         ran.append(ctx.request.id)
         started.set()
         await release.wait()
-        return {}
+        return Raw({})
 
     dispatcher, outbox = make_dispatcher({"thing.do": handler}), Outbox()
     task_a = asyncio.create_task(dispatcher.handle(request(request_id="A"), outbox))
@@ -432,10 +432,10 @@ async def test_closing_lets_a_running_docker_call_end_and_sends_its_reply() -> N
 async def test_closing_cancels_a_handler_still_running_after_the_grace() -> None:
     started, never = asyncio.Event(), asyncio.Event()
 
-    async def stuck(ctx: InstructionContext) -> dict[str, Any]:
+    async def stuck(ctx: InstructionContext) -> Raw:
         started.set()
         await never.wait()
-        return {}
+        return Raw({})
 
     dispatcher, outbox = make_dispatcher({"thing.do": stuck}), Outbox()
     task = asyncio.create_task(dispatcher.handle(request(), outbox))
@@ -447,7 +447,7 @@ async def test_closing_cancels_a_handler_still_running_after_the_grace() -> None
 
 
 async def test_a_closed_dispatcher_refuses_new_instructions_as_cancelled() -> None:
-    async def echo(ctx: InstructionContext) -> dict[str, Any]:
+    async def echo(ctx: InstructionContext) -> Raw:
         raise AssertionError("a closed dispatcher ran a handler")
 
     dispatcher, outbox = make_dispatcher({"thing.do": echo}), Outbox()

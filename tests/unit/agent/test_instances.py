@@ -16,10 +16,12 @@ from agent import events
 from agent.containers import MANAGED_LABEL, UUID_LABEL, PullProgress, create_params, state_summary
 from agent.dispatcher import Dispatcher
 from agent.facts import FactsSource
-from agent.handlers import HANDLERS
+from agent.handlers import HANDLERS, STREAMING
 from agent.runtime import RuntimeUnavailable
 from shared import protocol
+from shared.containers import ContainerSpec, ContainerState
 from shared.errors import ErrorCode, InstructionError
+from shared.instructions import INSTRUCTIONS, parse_reply
 from tests.unit.agent.fakes import FakeRuntime, blank_spec
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "docker"
@@ -85,6 +87,11 @@ def agent() -> Agent:
 # create_params
 
 
+def params_of(spec: dict[str, Any], host_ip: str | None) -> dict[str, Any]:
+    """create_params of a spec as the agent gets it: JSON, parsed first."""
+    return create_params(ContainerSpec.parse(spec), host_ip)
+
+
 FULL_SPEC = spec(
     name="web-1", command=["httpd", "-f"], entryPoint=["/bin/sh", "-c"],
     environment={"GREETING": "hello", "EMPTY": ""},
@@ -111,7 +118,7 @@ FULL_SPEC = spec(
 
 
 def test_create_params_puts_every_field_of_a_full_spec_in_its_docker_kwarg() -> None:
-    assert create_params(FULL_SPEC, "10.0.0.9") == {
+    assert params_of(FULL_SPEC, "10.0.0.9") == {
         "image": IMAGE,
         "command": ["httpd", "-f"],
         "entrypoint": ["/bin/sh", "-c"],
@@ -160,7 +167,7 @@ def test_create_params_puts_every_field_of_a_full_spec_in_its_docker_kwarg() -> 
 def test_the_servers_golden_spec_becomes_arguments_docker_py_accepts() -> None:
     """The server's normalised spec (its golden file) turns into a valid docker-py request."""
     golden = json.loads((DATA.parent / "container_spec" / "full.json").read_text())
-    params = create_params(golden, None)
+    params = params_of(golden, None)
     host_config = docker.types.HostConfig("1.41", **params.pop("host_config"))
     params.pop("name")  # create_container sends it in the URL, not in the config
     config = docker.types.ContainerConfig("1.41", host_config=host_config, **params)
@@ -173,7 +180,7 @@ def test_the_servers_golden_spec_becomes_arguments_docker_py_accepts() -> None:
 
 
 def test_create_params_of_a_minimal_spec_leave_docker_its_defaults() -> None:
-    params = create_params(spec(), None)
+    params = params_of(spec(), None)
     assert params["labels"] == {UUID_LABEL: UUID, MANAGED_LABEL: "true"}
     assert [k for k, v in params.items() if v not in (None, False)] == [
         "image", "labels", "host_config"]
@@ -183,38 +190,40 @@ def test_create_params_of_a_minimal_spec_leave_docker_its_defaults() -> None:
 def test_ports_bind_to_their_own_ip_else_the_agent_ip_else_every_interface() -> None:
     ports = [{"hostIp": "127.0.0.1", "hostPort": 81, "containerPort": 81, "protocol": "tcp"},
              {"hostIp": None, "hostPort": 82, "containerPort": 82, "protocol": None}]
-    assert create_params(spec(ports=ports), "10.0.0.9")["host_config"]["port_bindings"] == {
+    assert params_of(spec(ports=ports), "10.0.0.9")["host_config"]["port_bindings"] == {
         "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": "81"}],
         "82/tcp": [{"HostIp": "10.0.0.9", "HostPort": "82"}]}
-    assert create_params(spec(ports=ports), None)["host_config"]["port_bindings"][
+    assert params_of(spec(ports=ports), None)["host_config"]["port_bindings"][
         "82/tcp"] == [{"HostIp": "", "HostPort": "82"}]
 
 
 def test_host_networking_drops_published_ports_like_docker_run() -> None:
     ports = [{"hostIp": None, "hostPort": 80, "containerPort": 80, "protocol": "tcp"}]
-    params = create_params(spec(ports=ports, networkMode="host"), None)
+    params = params_of(spec(ports=ports, networkMode="host"), None)
     assert params["host_config"]["port_bindings"] is None
     assert params["ports"] == {"80/tcp": {}}
 
 
 def test_extra_hosts_may_be_a_map() -> None:
-    params = create_params(spec(extraHosts={"db": "10.0.0.5"}), None)
+    params = params_of(spec(extraHosts={"db": "10.0.0.5"}), None)
     assert params["host_config"]["extra_hosts"] == {"db": "10.0.0.5"}
 
 
 @pytest.mark.parametrize(("overrides", "words"), [
-    ({"uuid": None}, "'uuid'"),
-    ({"image": ""}, "'image'"),
-    ({"labels": ["a=b"]}, "'labels' must be a map"),
-    ({"ports": {"80": 80}}, "'ports' must be a list"),
-    ({"binds": [{"destination": "/x"}]}, "malformed"),
-    ({"ports": [{"containerPort": "http"}]}, "malformed"),
+    ({"uuid": None}, "^container.uuid must be a non-empty string$"),
+    ({"image": ""}, "^container.image must be a non-empty string$"),
+    ({"labels": ["a=b"]}, "^container.labels must be a map of strings to strings$"),
+    ({"ports": {"80": 80}}, "^container.ports must be a list$"),
+    ({"binds": [{"destination": "/x"}]}, r"^container.binds\[0\].source must be a non-empty "),
+    ({"ports": [{"containerPort": "http"}]},
+     r"^container.ports\[0\].containerPort must be an integer$"),
+    ({"privileged": "yes"}, "^container.privileged must be true or false$"),
     ({"volumes": [{"name": "a", "destination": "/a", "driver": "local"},
                   {"name": "b", "destination": "/b", "driver": "rexray"}]}, "several drivers"),
 ])
 def test_a_spec_docker_cannot_take_is_invalid_data(overrides: dict[str, Any], words: str) -> None:
     with pytest.raises(InstructionError, match=words) as caught:
-        create_params(spec(**overrides), None)
+        params_of(spec(**overrides), None)
     assert caught.value.code is ErrorCode.INVALID_DATA
 
 
@@ -230,7 +239,7 @@ ANONYMOUS = "4c2ff3daa25f697dd0d3820590a3aa489c1ce5309ed952ce91d4b093949411ae"
 
 
 def test_state_summary_of_a_real_running_container() -> None:
-    assert state_summary(inspect_running()) == {
+    assert state_summary(inspect_running()).dump() == {
         "uuid": "c0ffee00-0000-4000-8000-000000000001",
         "dockerId": "fed5c6a443453b000a2a321b9d824933e1feab54453cc6ca327a3d01fca016e9",
         "name": "corral-capture",
@@ -262,7 +271,7 @@ def test_state_summary_tells_named_and_anonymous_volumes_and_binds_apart() -> No
          "Destination": "/cache", "Driver": "local", "Mode": "", "RW": True},
         {"Type": "bind", "Source": "/srv", "Destination": "/srv", "Mode": "ro", "RW": False},
     ]
-    mounts = state_summary(inspect)["mounts"]
+    mounts = state_summary(inspect).dump()["mounts"]
     assert [(m["type"], m["name"], m["destination"], m["anonymous"]) for m in mounts] == [
         ("volume", "data", "/data", False), ("volume", "9" * 64, "/cache", True),
         ("bind", None, "/srv", False)]
@@ -275,7 +284,7 @@ def test_state_summary_of_a_stopped_container_on_a_user_network() -> None:
     inspect["NetworkSettings"].update(IPAddress="", Ports={"80/tcp": None})
     inspect["NetworkSettings"]["Networks"] = {"front": {"IPAddress": "10.1.0.4"}}
     inspect["Config"]["Labels"] = None
-    summary = state_summary(inspect)
+    summary = state_summary(inspect).dump()
     assert (summary["status"], summary["exitCode"]) == ("exited", 137)
     assert summary["ipAddress"] == "10.1.0.4"
     assert summary["ports"] == []
@@ -566,7 +575,7 @@ async def test_events_carry_the_container_state_after_the_event() -> None:
     runtime.emit(engine_event("die", docker_id, exitCode="0"))
     message = await watch.next()
     assert (message.event, message.time) == ("die", 1795782669.248303156)
-    assert message.container == state_summary(runtime.containers[docker_id])
+    assert message.container == state_summary(runtime.containers[docker_id]).dump()
     assert runtime.call_args[-2] == ("events", (100.0,))
     await watch.stop()
     assert runtime.streams[0].closed  # cancelling closed the stream, ending the read
@@ -642,3 +651,31 @@ def test_the_fake_keeps_inspect_shapes_like_the_real_engine() -> None:
     real, fake = inspect_running(), copy.deepcopy(runtime.containers[docker_id])
     for section in ("State", "Config", "NetworkSettings"):
         assert set(fake[section]) <= set(real[section]), section
+
+
+def test_the_handler_table_and_the_payload_table_name_the_same_instructions() -> None:
+    assert set(HANDLERS) == set(INSTRUCTIONS)
+    assert {name for name, i in INSTRUCTIONS.items() if i.streaming} == STREAMING
+
+
+def test_the_state_of_the_recorded_inspect_is_the_golden_container_state() -> None:
+    """Docker's recorded inspect answer becomes, key for key, the state the server reads."""
+    golden = json.loads((DATA.parent / "instructions" / "container_state.json").read_text())
+    assert state_summary(inspect_running()).dump() == golden
+    assert ContainerState.parse(golden) == state_summary(inspect_running())
+
+
+def test_a_status_docker_adds_later_reads_as_unknown() -> None:
+    inspect = inspect_running()
+    inspect["State"]["Status"] = "hibernating"
+    assert state_summary(inspect).status is None
+
+
+@pytest.mark.parametrize("name", ["instance.create", "instance.start", "instance.stop",
+                                  "instance.restart", "instance.inspect"])
+async def test_every_container_reply_parses_as_the_servers_state(agent: Agent,
+                                                                  name: str) -> None:
+    agent.runtime.add_container(UUID, "running")
+    data = await agent.ok(name, **({"container": spec()} if name == "instance.create"
+                                   else {"uuid": UUID}))
+    assert isinstance(parse_reply(name, data), ContainerState)

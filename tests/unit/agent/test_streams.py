@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from agent.dispatcher import Dispatcher
+from agent.dispatcher import INBOX_LIMIT, Dispatcher
 from agent.facts import FactsSource
 from agent.handlers import HANDLERS, STREAMING
 from shared import protocol
+from shared.errors import ErrorCode
 from tests.unit.agent.fakes import FakeRuntime
 
 UUID = "c0ffee00-0000-4000-8000-000000000009"
@@ -104,3 +105,28 @@ async def test_input_for_a_finished_stream_is_ignored() -> None:
     h = Harness()
     h.dispatcher.deliver(protocol.StreamData(stream_id="gone", data="eA=="))
     assert h.sent == []
+
+
+async def test_input_beyond_a_full_inbox_closes_the_stream_with_an_invalid_message_reply(
+) -> None:
+    """A server that sends faster than a stream takes is cut off, never buffered forever."""
+    h = Harness()
+    request, task = h.start("instance.logs", follow=True)
+    await asyncio.sleep(0.05)  # the stream is running, waiting for the server to close it
+    for _ in range(INBOX_LIMIT + 10):  # no await in between: nothing is taken meanwhile
+        h.dispatcher.deliver(protocol.StreamResize(stream_id=request.id, cols=80, rows=24))
+    await asyncio.wait_for(task, 5)
+    reply = h.reply(request)
+    assert reply.error == protocol.ReplyError(
+        ErrorCode.INVALID_MESSAGE, f"instance.logs was closed: the server sent more than "
+        f"{INBOX_LIMIT} stream messages it had not taken yet")
+    assert h.sent[-1] == reply
+    assert request.id not in h.dispatcher._inboxes  # the inbox went with the stream
+
+
+async def test_a_stream_inbox_is_bounded() -> None:
+    h = Harness()
+    request, task = h.start("instance.logs", follow=True)
+    assert h.dispatcher._inboxes[request.id].inbox.maxsize == INBOX_LIMIT
+    h.dispatcher.deliver(protocol.StreamClose(stream_id=request.id))
+    await asyncio.wait_for(task, 5)

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[3]
-SHARED_MODULES = ["shared", "shared.protocol", "shared.errors", "shared.ids", "shared.logformat"]
+SHARED_MODULES = ["shared", "shared.protocol", "shared.errors", "shared.ids", "shared.logformat",
+                  "shared.fields", "shared.containers", "shared.instructions"]
 FORBIDDEN = ["asyncio", "aiohttp", "websockets", "docker", "psutil", "sqlalchemy"]
 
 
