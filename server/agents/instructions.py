@@ -29,6 +29,7 @@ from shared.instructions import INSTRUCTIONS, Payload
 
 if TYPE_CHECKING:
     from server.agents.hub import Hub
+    from server.agents.session import ServerStream
 
 log = logging.getLogger(__name__)
 SAMPLE_TIMEOUT = 30.0
@@ -139,6 +140,12 @@ class Instructions:
         data = await self.call(record, name, request.dump(), timeout=timeout, track=track,
                                host_id=target)
         return _parse_reply(reply, name, target, data)
+
+    def open_stream(self, host_id: int, name: str, resource_type: str, resource_id: str,
+                    data: dict[str, Any]) -> ServerStream:
+        """Start a streaming instruction (logs, exec) on a host; HostNotConnected at once
+        without a live session."""
+        return self._hub.open_stream(host_id, name, resource_type, resource_id, data)
 
     async def sample(self, record: Record, name: str, data: dict[str, Any],
                      output_type: str) -> dict[str, Any]:

@@ -109,8 +109,9 @@ async def stream_socket(request: web.Request) -> web.StreamResponse:
 async def _relay(ws: web.WebSocketResponse, services: Services,
                  ticket: Ticket) -> web.WebSocketResponse:
     try:
-        stream = services.hub.open_stream(ticket.host_id, ticket.instruction, "container",
-                                          ticket.resource_id, ticket.data)
+        stream = services.instructions.open_stream(ticket.host_id, ticket.instruction,
+                                                   "container", ticket.resource_id,
+                                                   ticket.data)
     except HostNotConnected as exc:
         await ws.close(code=1011, message=str(exc).encode()[:120])
         return ws

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from server import scheduler
 from server.agents.liveness import AgentState
-from server.api.errors import invalid
+from server.api.errors import ValidationError, invalid
 from server.feed import FeedClosed, ResumeTooOld
+from server.resources.container_spec import reserved_memory
 from server.store import Change, Condition, Query, Record, Store, Transaction
 from shared.ids import format_id, parse_id
 
@@ -51,7 +52,11 @@ async def list_all(store: Store | Transaction, query: Query) -> list[Record]:
 
 
 def reservation(spec: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[int, int]:
-    memory = spec.get("memoryReservation") or spec.get("memory") or 0
+    """(memory in bytes, milli-CPU) that a container reserves on its host."""
+    try:
+        memory = reserved_memory(values) or spec.get("memory") or 0
+    except ValidationError:  # a record from before the values were checked: its limit
+        memory = spec.get("memory") or 0
     cpu = values.get("milliCpuReservation") or 0
     return int(memory), int(cpu)
 

@@ -309,6 +309,12 @@ def _memory_limits(values: Mapping[str, Any]) -> tuple[int | None, int | None]:
     return memory, swap
 
 
+def reserved_memory(values: Mapping[str, Any]) -> int | None:
+    """The memory a container reserves on its host (bytes): ``memoryReservation``, else its
+    ``memory`` limit; None when it names neither. The values were checked by build_spec."""
+    return _size(values, "memoryReservation") or _size(values, "memory")
+
+
 def _check_reservations(values: Mapping[str, Any], memory: int | None) -> None:
     """Reservations are the scheduler's, not the spec's, but are refused here when bad."""
     reserved = _size(values, "memoryReservation")

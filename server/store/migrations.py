@@ -74,7 +74,8 @@ def _002_change_log_claims_indexes(conn: Connection) -> None:
     rows = conn.execute(select(r.c.id, r.c.data)).all()
     for row in rows:
         data = row.data or {}
-        host_id = data.get("hostId") if isinstance(data.get("hostId"), int) else None
+        host = data.get("hostId")
+        host_id = host if isinstance(host, int) and not isinstance(host, bool) else None
         external = data.get("externalId") if isinstance(data.get("externalId"), str) else None
         if host_id is not None or external is not None:
             conn.execute(r.update().where(r.c.id == row.id)

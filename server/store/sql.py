@@ -41,7 +41,7 @@ from server.store.interface import (
     T,
     Work,
 )
-from server.store.migrations import migrate
+from server.store.migrations import MIGRATION_LOCK, migrate
 from server.store.sql_expr import (
     condition,
     expression,
@@ -334,6 +334,10 @@ class SqlStore:
         try:
             async with engine.execution_options(corral_write=True).begin() as conn:
                 if schema is not None:
+                    # Under the migrations' lock: IF NOT EXISTS does not hold against a
+                    # second server creating the same schema at the same moment.
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                       {"key": MIGRATION_LOCK})
                     await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
                 await conn.run_sync(migrate)
         except BaseException as exc:
