@@ -95,8 +95,11 @@ class ChangeFeed:
             if self._poll is None:
                 await self._wake.wait()
             else:
+                # Not wait_for: on 3.11 it can swallow a cancellation that arrives as the
+                # event is set, and the feed would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                    async with asyncio.timeout(self._poll):
+                        await self._wake.wait()
             self._wake.clear()
             try:
                 await self._read_new()

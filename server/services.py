@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 
 from server.api.auth import KeyCache
 from server.api.types import TypeRegistry
+from server.caches import Recent
 from server.config import Settings
 from server.feed import ChangeFeed
 from server.security import ServerKey
 from server.sockets import ClientSockets
-from server.store import Store
+from server.store import Record, Store
 
 if TYPE_CHECKING:
     from server.agents.hub import Hub
@@ -33,6 +34,8 @@ class Services:
     hub: Hub
     key_cache: KeyCache
     sockets: ClientSockets
+    # Environments, read by every request.
+    projects: Recent[Record | None]
     # Built from the services above, right after them (they need the services themselves).
     runner: Runner = field(init=False)
     placer: Placer = field(init=False)

@@ -12,6 +12,7 @@ from server.agents.instructions import Instructions
 from server.agents.streams import StreamTickets
 from server.api.auth import KeyCache
 from server.bootstrap import FirstStart, bootstrap
+from server.caches import Recent
 from server.config import Settings
 from server.engine.placement import PlacementView, Placer
 from server.engine.reconcile import Reconciler
@@ -23,7 +24,7 @@ from server.resources import build_types
 from server.security import ServerKey
 from server.services import Services
 from server.sockets import ClientSockets
-from server.store import Store
+from server.store import Record, Store
 from server.store.sql import SqlStore
 from server.store.urls import sqlite_url
 
@@ -37,14 +38,22 @@ async def running_services(
     """The services, started; what to tell the operator on a first start beside them."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_cache = KeyCache()
+    projects: Recent[Record | None] = Recent(frozenset({"project"}))
+    registry_cache: Recent[list[tuple[Record, Record]]] = Recent(
+        frozenset({"registry", "registryCredential"}))
     feeds: list[ChangeFeed] = []
+
+    def on_change(record: Record) -> None:
+        key_cache.on_change(record)
+        projects.on_change(record)
+        registry_cache.on_change(record)
 
     def on_commit(seq: int) -> None:
         for feed in feeds:
             feed.notify(seq)
 
     store = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir),
-                                on_change=key_cache.on_change, on_commit=on_commit)
+                                on_change=on_change, on_commit=on_commit)
     # Other server processes on the same PostgreSQL commit too: look for their changes.
     feed = ChangeFeed(store, poll_interval=1.0 if store.dialect == "postgresql" else None,
                       keep=settings.change_log_keep)
@@ -53,14 +62,14 @@ async def running_services(
     hub = hub_factory(store, settings)
     services = Services(settings=settings, store=store, types=build_types(),
                         server_key=server_key, feed=feed, hub=hub, key_cache=key_cache,
-                        sockets=ClientSockets())
+                        sockets=ClientSockets(), projects=projects)
     services.instructions = Instructions(hub, store)
     services.runner = Runner(services, server_owner(settings.data_dir))
     for type_id, (lifecycle, operations) in operation_tables().items():
         services.runner.register(type_id, lifecycle, operations)
     services.placer = Placer(store, PlacementView(store, feed), hub)
     services.reconciler = Reconciler(services)
-    services.registries = RegistryAuth(services)
+    services.registries = RegistryAuth(services, registry_cache)
     services.streams = StreamTickets()
     try:
         first = await bootstrap(store, settings, server_key)

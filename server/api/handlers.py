@@ -43,13 +43,16 @@ async def versions(request: web.Request) -> web.Response:
 
 
 async def _project(services: Services, principal: Principal, raw: str | None) -> Record | None:
+    async def project_record(number: int) -> Record | None:
+        return await services.projects.get(number, lambda: services.store.get(number))
+
     if raw is None:
         if principal.default_project_id is None:
             return None
-        project = await services.store.get(principal.default_project_id)
+        project = await project_record(principal.default_project_id)
         return project if project is not None and project.removed is None else None
     number = parse_id(raw, PROJECT_PREFIX)
-    project = await services.store.get(number) if number is not None else None
+    project = await project_record(number) if number is not None else None
     if project is None or project.type != "project" or \
             not policy.can_enter_project(principal, project):
         raise NotFound(f"environment {raw} not found")

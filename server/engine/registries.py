@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from server.caches import Recent
 from server.resources.registries import SECRET_PURPOSE
 from server.store import Condition, Query, Record
 
@@ -20,27 +21,38 @@ def registry_of(image: str) -> str:
 
 
 class RegistryAuth:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services,
+                 cache: Recent[list[tuple[Record, Record]]] | None = None) -> None:
         self._services = services
+        # Most environments have no registry at all: not a query per container created.
+        self._cache = cache or Recent(frozenset({"registry", "registryCredential"}))
 
     async def auth_for(self, container: Record) -> dict[str, Any] | None:
         """Docker's auth config for the container's image, or None to pull anonymously."""
         spec = container.data.get("spec") or {}
         server = registry_of(str(spec.get("image") or ""))
-        store = self._services.store
-        registries = await store.list(Query(types=["registry"], project_id=container.project_id,
-                                            limit=10, conditions=[
-                                                Condition("serverAddress", "eq", server),
-                                                Condition("state", "eq", "active")]))
-        for registry in registries:
-            credentials = await store.list(Query(
-                types=["registryCredential"], project_id=container.project_id, limit=1,
-                conditions=[Condition("registryId", "eq", registry.id, "int"),
-                            Condition("state", "eq", "active")]))
-            if credentials:
-                credential = credentials[0]
+        project_id = container.project_id
+        pairs = await self._cache.get(project_id, lambda: self._credentials(project_id))
+        for registry, credential in pairs:
+            if registry.data.get("serverAddress") == server:
                 return {"username": credential.data.get("publicValue"),
                         "password": self._services.server_key.decrypt(
                             SECRET_PURPOSE, str(credential.data["secretEncrypted"])),
                         "serveraddress": server}
         return None
+
+    async def _credentials(self, project_id: int | None) -> list[tuple[Record, Record]]:
+        """Each active registry of the environment with its first active credential."""
+        store = self._services.store
+        registries = await store.list(Query(types=["registry"], project_id=project_id,
+                                            limit=1000, conditions=[
+                                                Condition("state", "eq", "active")]))
+        pairs = []
+        for registry in registries:
+            credentials = await store.list(Query(
+                types=["registryCredential"], project_id=project_id, limit=1,
+                conditions=[Condition("registryId", "eq", registry.id, "int"),
+                            Condition("state", "eq", "active")]))
+            if credentials:
+                pairs.append((registry, credentials[0]))
+        return pairs

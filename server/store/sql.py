@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, create_engine, delete, event, func, or_, select, text
+from sqlalchemy import and_, bindparam, create_engine, delete, event, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -45,6 +45,7 @@ from server.store.migrations import MIGRATION_LOCK, migrate
 from server.store.sql_expr import (
     condition,
     expression,
+    like_prefix,
     mirrored,
     record_from_json,
     record_json,
@@ -111,27 +112,24 @@ class SqlTransaction:
         self.written: dict[int, _Pending] = {}
 
     async def get(self, record_id: int) -> Record | None:
-        row = (await self._conn.execute(select(_t).where(_t.c.id == record_id))).first()
+        row = (await self._conn.execute(_GET, {"id": record_id})).first()
         return to_record(row) if row is not None else None
 
     async def get_by_lookup(self, type_: str, lookup_key: str) -> Record | None:
-        stmt = select(_t).where(_t.c.type == type_, _t.c.lookup_key == lookup_key)
-        row = (await self._conn.execute(stmt)).first()
+        row = (await self._conn.execute(_BY_LOOKUP, {"type": type_, "key": lookup_key})).first()
         return to_record(row) if row is not None else None
 
     async def get_by_uuid(self, uuid: str) -> Record | None:
-        row = (await self._conn.execute(select(_t).where(_t.c.uuid == uuid))).first()
+        row = (await self._conn.execute(_BY_UUID, {"uuid": uuid})).first()
         return to_record(row) if row is not None else None
 
     async def list(self, query: Query) -> list[Record]:
-        rows = (await self._conn.execute(_select(query))).all()
+        rows = (await self._conn.execute(*_select(query))).all()
         return [to_record(row) for row in rows]
 
     async def lock(self, record_id: int) -> Record | None:
-        stmt = select(_t).where(_t.c.id == record_id)
-        if self._postgres:
-            stmt = stmt.with_for_update()
-        row = (await self._conn.execute(stmt)).first()
+        stmt = _LOCK if self._postgres else _GET
+        row = (await self._conn.execute(stmt, {"id": record_id})).first()
         return to_record(row) if row is not None else None
 
     async def create(self, new: NewRecord) -> Record:
@@ -232,6 +230,13 @@ class SqlTransaction:
 
 
 _MISSING = object()
+# The statements every request and operation makes, built once: SQLAlchemy then skips
+# building them and their cache keys each time (a good part of a statement's cost here).
+_GET = select(_t).where(_t.c.id == bindparam("id"))
+_LOCK = _GET.with_for_update()
+_BY_LOOKUP = select(_t).where(_t.c.type == bindparam("type"),
+                              _t.c.lookup_key == bindparam("key"))
+_BY_UUID = select(_t).where(_t.c.uuid == bindparam("uuid"))
 _INSERT = _t.insert().returning(*_t.c)
 _LOG_INSERT = _log.insert().returning(_log.c.seq)
 
@@ -262,21 +267,50 @@ async def release(conn: Conn, record_id: int, owner: str) -> None:
     await conn.execute(delete(c).where(c.c.resource_id == record_id, c.c.owner == owner))
 
 
-def _select(query: Query) -> Any:
-    clauses: list[Any] = [_t.c.type.in_(list(query.types))]
-    if query.project_id is not None:
-        clauses.append(_t.c.project_id == query.project_id)
-    if query.account_id is not None:
-        clauses.append(_t.c.account_id == query.account_id)
-    if query.removed_since is not None:
-        clauses.append(or_(_t.c.removed.is_(None), _t.c.removed >= query.removed_since))
-    clauses.extend(condition(c) for c in query.conditions)
-    order = expression(query.sort, query.sort_kind)
-    order_by = [order.desc() if query.descending else order.asc()]
-    if query.sort != "id":
-        order_by.append(_t.c.id.desc() if query.descending else _t.c.id.asc())
-    return (select(_t).where(and_(*clauses)).order_by(*order_by)
-            .limit(query.limit).offset(query.offset))
+_SELECTS: dict[tuple[Any, ...], Any] = {}
+_SELECTS_MAX = 512
+_NO_VALUE = frozenset({"null", "notnull"})
+
+
+def _select(query: Query) -> tuple[Any, dict[str, Any]]:
+    """The statement for ``query`` and its parameters. Statements are built once per shape of
+    query (types, fields and operators, sort) with every value a bind parameter."""
+    conditions = query.conditions
+    shape = (tuple(query.types), query.project_id is not None, query.account_id is not None,
+             query.removed_since is not None,
+             tuple((c.field, c.op, c.kind, c.value is None) for c in conditions),
+             query.sort, query.sort_kind, query.descending)
+    params: dict[str, Any] = {"p": query.project_id, "a": query.account_id,
+                              "rs": query.removed_since, "lim": query.limit,
+                              "off": query.offset}
+    for i, c in enumerate(conditions):
+        if c.op not in _NO_VALUE and c.value is not None:
+            params[f"c{i}"] = like_prefix(c.value) if c.op == "prefix" else \
+                str(c.value) if c.op in ("like", "notlike") else c.value
+    stmt = _SELECTS.get(shape)
+    if stmt is None:
+        clauses: list[Any] = [_t.c.type.in_(list(query.types))]
+        if query.project_id is not None:
+            clauses.append(_t.c.project_id == bindparam("p"))
+        if query.account_id is not None:
+            clauses.append(_t.c.account_id == bindparam("a"))
+        if query.removed_since is not None:
+            clauses.append(or_(_t.c.removed.is_(None), _t.c.removed >= bindparam("rs")))
+        for i, c in enumerate(conditions):
+            if c.op in _NO_VALUE or c.value is None:
+                clauses.append(condition(c))
+            else:
+                clauses.append(condition(c, bindparam(f"c{i}"), bound=True))
+        order = expression(query.sort, query.sort_kind)
+        order_by = [order.desc() if query.descending else order.asc()]
+        if query.sort != "id":
+            order_by.append(_t.c.id.desc() if query.descending else _t.c.id.asc())
+        stmt = (select(_t).where(and_(*clauses)).order_by(*order_by)
+                .limit(bindparam("lim")).offset(bindparam("off")))
+        if len(_SELECTS) >= _SELECTS_MAX:
+            _SELECTS.clear()
+        _SELECTS[shape] = stmt
+    return stmt, params
 
 
 class SqlStore:
@@ -407,23 +441,22 @@ class SqlStore:
 
     async def get(self, record_id: int) -> Record | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(_t).where(_t.c.id == record_id))).first()
+            row = (await conn.execute(_GET, {"id": record_id})).first()
         return to_record(row) if row is not None else None
 
     async def get_by_lookup(self, type_: str, lookup_key: str) -> Record | None:
-        stmt = select(_t).where(_t.c.type == type_, _t.c.lookup_key == lookup_key)
         async with self._engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(_BY_LOOKUP, {"type": type_, "key": lookup_key})).first()
         return to_record(row) if row is not None else None
 
     async def get_by_uuid(self, uuid: str) -> Record | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(_t).where(_t.c.uuid == uuid))).first()
+            row = (await conn.execute(_BY_UUID, {"uuid": uuid})).first()
         return to_record(row) if row is not None else None
 
     async def list(self, query: Query) -> list[Record]:
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(_select(query))).all()
+            rows = (await conn.execute(*_select(query))).all()
         return [to_record(row) for row in rows]
 
     # --- the change log -----------------------------------------------------------------

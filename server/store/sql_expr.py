@@ -65,9 +65,19 @@ def expression(field: str, kind: str) -> Any:
     return element.as_string()
 
 
-def condition(cond: Condition) -> ColumnElement[bool]:
+def like_prefix(value: Any) -> str:
+    """A LIKE pattern matching text that starts with ``value`` taken literally (escape /)."""
+    text = str(value)
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+def condition(cond: Condition, value: Any = None, bound: bool = False) -> ColumnElement[bool]:
+    """The condition as SQL; with ``bound``, ``value`` stands for the condition's value (a
+    bind parameter, so that the statement can be built once for every value; a ``prefix``
+    parameter then gets ``like_prefix`` of the value)."""
     expr: Any = expression(cond.field, cond.kind)
-    value = cond.value
+    if not bound:
+        value = cond.value
     clause: ColumnElement[bool]
     match cond.op:
         case "eq":
@@ -83,11 +93,12 @@ def condition(cond: Condition) -> ColumnElement[bool]:
         case "gte":
             clause = expr >= value
         case "prefix":
-            clause = expr.startswith(str(value), autoescape=True)
+            clause = expr.like(value if bound else like_prefix(value), escape="/")
         case "like":
-            clause = expr.like(str(value))
+            clause = expr.like(value if bound else str(value))
         case "notlike":
-            clause = or_(not_(expr.like(str(value))), expr.is_(None))
+            pattern = value if bound else str(value)
+            clause = or_(not_(expr.like(pattern)), expr.is_(None))
         case "null":
             clause = expr.is_(None)
         case "notnull":
