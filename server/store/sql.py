@@ -250,21 +250,35 @@ def upsert(postgres: bool, table: Any, values: dict[str, Any], keys: list[str],
         where=where)
 
 
+def _claim_statement(postgres: bool) -> Any:
+    c = tables.claim
+    insert = postgresql.insert if postgres else sqlite.insert
+    stmt = insert(c).values(resource_id=bindparam("rid"), owner=bindparam("owner"),
+                            operation=bindparam("op"), expires=bindparam("expires"))
+    return stmt.on_conflict_do_update(
+        index_elements=["resource_id"],
+        set_={"owner": stmt.excluded.owner, "operation": stmt.excluded.operation,
+              "expires": stmt.excluded.expires},
+        where=or_(c.c.expires < bindparam("now"), c.c.owner == stmt.excluded.owner))
+
+
+_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+_RELEASE = delete(tables.claim).where(tables.claim.c.resource_id == bindparam("rid"),
+                                      tables.claim.c.owner == bindparam("owner"))
+
+
 async def claim(conn: Conn, postgres: bool, record_id: int, owner: str,
                 operation: str, ttl_ms: int) -> bool:
     """Take or renew the claim unless another owner holds it unexpired."""
-    c = tables.claim
     at = now_ms()
-    values = {"resource_id": record_id, "owner": owner, "operation": operation,
-              "expires": at + ttl_ms}
-    stmt = upsert(postgres, c, values, ["resource_id"],
-                  where=or_(c.c.expires < at, c.c.owner == owner))
-    return bool((await conn.execute(stmt)).rowcount)
+    result = await conn.execute(_CLAIM[postgres], {"rid": record_id, "owner": owner,
+                                                   "op": operation, "expires": at + ttl_ms,
+                                                   "now": at})
+    return bool(result.rowcount)
 
 
 async def release(conn: Conn, record_id: int, owner: str) -> None:
-    c = tables.claim
-    await conn.execute(delete(c).where(c.c.resource_id == record_id, c.c.owner == owner))
+    await conn.execute(_RELEASE, {"rid": record_id, "owner": owner})
 
 
 _SELECTS: dict[tuple[Any, ...], Any] = {}
