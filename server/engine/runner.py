@@ -114,15 +114,23 @@ class Runner:
         task.add_done_callback(self._tasks.discard)
 
     async def resume(self, host_id: int | None = None) -> None:
-        """Carry on every unfinished operation (of one host's resources, or everywhere)."""
+        """Carry on every unfinished operation (of one host's resources, or everywhere).
+
+        An operation on a host whose agent is not connected here is left alone: only the
+        server holding a host's session can instruct it, and its reconnection resumes the
+        host's operations (``resume(host_id)``)."""
         conditions = [Condition("transitioning", "eq", "yes")]
         if host_id is not None:
             conditions.append(Condition("hostId", "eq", host_id, "int"))
+        hub = self._services.hub
         offset = 0
         while True:
             page = await self._services.store.list(Query(
                 types=list(self._tables), conditions=conditions, limit=1000, offset=offset))
             for record in page:
+                on = record.data.get("hostId")
+                if isinstance(on, int) and not hub.is_live(on):
+                    continue
                 if record.id not in self._locks:
                     self.submit(record.id)
             if len(page) < 1000:
