@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import json
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
@@ -133,7 +134,7 @@ class SqlTransaction:
         return to_record(row) if row is not None else None
 
     async def create(self, new: NewRecord) -> Record:
-        data = dict(new.data)
+        data = _as_stored(new.data)
         values = {
             "type": new.type, "kind": new.kind, "uuid": new.uuid or str(uuidlib.uuid4()),
             "name": new.name, "description": new.description, "state": new.state,
@@ -147,7 +148,7 @@ class SqlTransaction:
                 result = await self._conn.execute(_INSERT, values)
         except IntegrityError as exc:
             raise Conflict(f"a {new.type} with that key already exists") from exc
-        record = to_record(result.one())
+        record = _record(values, int(result.scalar_one()))
         self.written[record.id] = _Pending("create", record, set(COLUMNS) | set(data))
         return record
 
@@ -166,11 +167,13 @@ class SqlTransaction:
             raise NotFoundError(f"record {record_id} does not exist")
         if expected_version is not None and current.version != expected_version:
             raise Conflict(f"{current.type} {record_id} was changed by someone else")
-        values: dict[str, Any] = dict(changes)
+        values: dict[str, Any] = {name: getattr(current, name) for name in COLUMNS}
+        values["data"] = current.data
+        values.update(changes)
         changed = {k for k, v in changes.items() if getattr(current, k) != v}
         if data:
             merged = dict(current.data)
-            for key, value in data.items():
+            for key, value in _as_stored(data).items():
                 if value is None:
                     if key in merged:
                         changed.add(key)
@@ -181,17 +184,18 @@ class SqlTransaction:
                     merged[key] = value
             values["data"] = merged
             values.update(mirrored(merged))
+        else:
+            values.update(mirrored(dict(current.data)))
         values["version"] = current.version + 1
-        stmt = (_t.update().where(_t.c.id == record_id, _t.c.version == current.version)
-                .values(**values).returning(*_t.c))
         try:
             async with self._savepoint():
-                updated = (await self._conn.execute(stmt)).first()
+                result = await self._conn.execute(
+                    _UPDATE, {**values, "w_id": record_id, "w_version": current.version})
         except IntegrityError as exc:
             raise Conflict("that key is already taken") from exc
-        if updated is None:
+        if result.rowcount != 1:
             raise Conflict(f"{current.type} {record_id} was changed by someone else")
-        record = to_record(updated)
+        record = _record(values, record_id)
         pending = self.written.get(record.id)
         if pending is None:
             self.written[record.id] = _Pending("update", record, changed)
@@ -237,7 +241,24 @@ _LOCK = _GET.with_for_update()
 _BY_LOOKUP = select(_t).where(_t.c.type == bindparam("type"),
                               _t.c.lookup_key == bindparam("key"))
 _BY_UUID = select(_t).where(_t.c.uuid == bindparam("uuid"))
-_INSERT = _t.insert().returning(*_t.c)
+_INSERT = _t.insert().returning(_t.c.id)
+# Every column but the id, from the record as the transaction computed it: one statement for
+# every update, and no row to read back.
+_UPDATE = (_t.update()
+           .where(_t.c.id == bindparam("w_id"), _t.c.version == bindparam("w_version"))
+           .values({c.name: bindparam(c.name) for c in _t.c if c.name != "id"}))
+
+
+def _as_stored(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` as the JSON column gives it back (tuples become lists, keys strings), so a
+    record built here equals the one read later."""
+    loaded: dict[str, Any] = json.loads(json.dumps(data))
+    return loaded
+
+
+def _record(values: Mapping[str, Any], record_id: int) -> Record:
+    return Record(**{name: values[name] for name in COLUMNS if name != "id"}, id=record_id,
+                  data=values["data"], version=int(values["version"]))
 _LOG_INSERT = _log.insert().returning(_log.c.seq)
 
 
