@@ -242,6 +242,8 @@ _BY_LOOKUP = select(_t).where(_t.c.type == bindparam("type"),
                               _t.c.lookup_key == bindparam("key"))
 _BY_UUID = select(_t).where(_t.c.uuid == bindparam("uuid"))
 _INSERT = _t.insert().returning(_t.c.id)
+_CHANGES_AFTER = (select(_log).where(_log.c.seq > bindparam("seq")).order_by(_log.c.seq)
+                  .limit(bindparam("lim")))
 # Every column but the id, from the record as the transaction computed it: one statement for
 # every update, and no row to read back.
 _UPDATE = (_t.update()
@@ -497,9 +499,8 @@ class SqlStore:
     # --- the change log -----------------------------------------------------------------
 
     async def changes_after(self, seq: int, limit: int = 500) -> builtins.list[Change]:
-        stmt = select(_log).where(_log.c.seq > seq).order_by(_log.c.seq).limit(limit)
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(_CHANGES_AFTER, {"seq": seq, "lim": limit})).all()
         return [Change(seq=r.seq, kind=r.kind, record=record_from_json(r.record),
                        fields=tuple(r.fields), actor=r.actor, time=r.time) for r in rows]
 

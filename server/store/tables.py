@@ -71,6 +71,7 @@ change_log = Table(
     Column("actor", String(128), nullable=False),
     Column("time", BigInteger, nullable=False),
     Index("ix_change_log_resource", "resource_id"),
+    Index("ix_change_log_time", "time"),  # the pruner's age cut-off
     sqlite_autoincrement=True,
 )
 
