@@ -388,7 +388,8 @@ class Placer:
                                                  scheduler.HostCandidate | None]:
             host = await tx.lock(host_id)
             if host is None:
-                raise invalid("NoHostAvailable", None, f"host {host_id} was removed")
+                raise invalid("NoHostAvailable", None,
+                              f"host {format_id('1h', host_id)} was removed")
             containers = await list_all(tx, Query(
                 types=["container"], conditions=[Condition("hostId", "eq", host_id, "int"),
                                                  Condition("removed", "null")]))
