@@ -18,8 +18,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
+from sqlalchemy import Engine as SyncEngine
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 class InlineConnection:
@@ -43,7 +45,7 @@ class InlineConnection:
 class InlineEngine:
     """An ``AsyncEngine`` look-alike over a synchronous engine."""
 
-    def __init__(self, engine: Engine, lock: OwnerLock | None = None) -> None:
+    def __init__(self, engine: SyncEngine, lock: OwnerLock | None = None) -> None:
         self.sync_engine = engine
         self.dialect = engine.dialect
         self._lock = lock
@@ -89,3 +91,8 @@ class OwnerLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor lets go of the lock
             self._fd = None
+
+
+# The asyncio engine (PostgreSQL, asyncpg) or SQLite called in line: one interface.
+Engine = AsyncEngine | InlineEngine
+Conn = AsyncConnection | InlineConnection

@@ -5,6 +5,9 @@ commits. The change log's sequence numbers follow commit order: SQLite has one w
 time, and on PostgreSQL each transaction takes an advisory lock just before it writes its
 entries, held until it commits, so that a reader that has seen sequence number N never later
 finds a smaller one appear.
+
+This module opens the database and runs the store's calls; ``transaction.py`` is one open
+transaction, ``statements.py`` the SQL both run.
 """
 
 from __future__ import annotations
@@ -12,30 +15,23 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
-import time
-import uuid as uuidlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, create_engine, delete, event, func, or_, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import create_engine, delete, event, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from server.store import statements as sql
 from server.store import tables
-from server.store.inline import InlineConnection, InlineEngine, OwnerLock
+from server.store.inline import Conn, Engine, InlineEngine, OwnerLock
 from server.store.interface import (
-    COLUMNS,
     SYSTEM,
     Actor,
     Change,
-    ChangeKind,
-    Conflict,
     NewRecord,
-    NotFoundError,
     Query,
     Record,
     StoreUnavailable,
@@ -44,32 +40,19 @@ from server.store.interface import (
 )
 from server.store.migrations import MIGRATION_LOCK, migrate
 from server.store.sql_expr import (
-    condition,
-    expression,
-    like_prefix,
-    mirrored,
     record_from_json,
-    record_json,
     to_record,
 )
+from server.store.transaction import SqlTransaction
 from server.store.urls import connect_options, printable
 from server.store.urls import sqlite_url as sqlite_url
 
-# The asyncio engine (PostgreSQL, asyncpg) or SQLite called in line: the same interface.
-Engine = AsyncEngine | InlineEngine
-Conn = AsyncConnection | InlineConnection
+_log = tables.change_log
 ChangeListener = Callable[[Record], None]
 CommitListener = Callable[[int], None]
-_t = tables.resource
-_log = tables.change_log
-# Key of the advisory lock that orders change-log writes on PostgreSQL.
-CHANGE_LOG_LOCK = 0x636C6F67  # "clog"
 PRUNED_THROUGH = "changes_pruned_through"
 CONNECT_TIMEOUT = 10.0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+W = TypeVar("W")
 
 
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -91,263 +74,6 @@ def _on_sqlite_begin(conn: Any) -> None:
     # nothing, which saves a round trip to the database thread.
     if conn.get_execution_options().get("corral_write", False):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-class _Pending:
-    """A record written in the open transaction: its latest state and what changed."""
-
-    __slots__ = ("fields", "kind", "record")
-
-    def __init__(self, kind: ChangeKind, record: Record, fields: set[str]) -> None:
-        self.kind = kind
-        self.record = record
-        self.fields = fields
-
-
-class SqlTransaction:
-    """The ``Transaction`` of one open database transaction."""
-
-    def __init__(self, conn: Conn, postgres: bool) -> None:
-        self._conn = conn
-        self._postgres = postgres
-        self.written: dict[int, _Pending] = {}
-
-    async def get(self, record_id: int) -> Record | None:
-        row = (await self._conn.execute(_GET, {"id": record_id})).first()
-        return to_record(row) if row is not None else None
-
-    async def get_by_lookup(self, type_: str, lookup_key: str) -> Record | None:
-        row = (await self._conn.execute(_BY_LOOKUP, {"type": type_, "key": lookup_key})).first()
-        return to_record(row) if row is not None else None
-
-    async def get_by_uuid(self, uuid: str) -> Record | None:
-        row = (await self._conn.execute(_BY_UUID, {"uuid": uuid})).first()
-        return to_record(row) if row is not None else None
-
-    async def list(self, query: Query) -> list[Record]:
-        rows = (await self._conn.execute(*_select(query))).all()
-        return [to_record(row) for row in rows]
-
-    async def lock(self, record_id: int) -> Record | None:
-        stmt = _LOCK if self._postgres else _GET
-        row = (await self._conn.execute(stmt, {"id": record_id})).first()
-        return to_record(row) if row is not None else None
-
-    async def create(self, new: NewRecord) -> Record:
-        data = _as_stored(new.data)
-        values = {
-            "type": new.type, "kind": new.kind, "uuid": new.uuid or str(uuidlib.uuid4()),
-            "name": new.name, "description": new.description, "state": new.state,
-            "project_id": new.project_id, "account_id": new.account_id, "created": now_ms(),
-            "removed": None, "transitioning": new.transitioning,
-            "transitioning_message": new.transitioning_message, "transitioning_progress": None,
-            "lookup_key": new.lookup_key, "data": data, "version": 1, **mirrored(data),
-        }
-        try:
-            async with self._savepoint():
-                result = await self._conn.execute(_INSERT, values)
-        except IntegrityError as exc:
-            raise Conflict(f"a {new.type} with that key already exists") from exc
-        record = _record(values, int(result.scalar_one()))
-        self.written[record.id] = _Pending("create", record, set(COLUMNS) | set(data))
-        return record
-
-    async def update(
-        self,
-        record_id: int,
-        changes: Mapping[str, Any],
-        data: Mapping[str, Any] | None = None,
-        expected_version: int | None = None,
-    ) -> Record:
-        unknown = set(changes) - COLUMNS
-        if unknown:
-            raise ValueError(f"not record columns: {sorted(unknown)}")
-        current = await self.lock(record_id)
-        if current is None:
-            raise NotFoundError(f"record {record_id} does not exist")
-        if expected_version is not None and current.version != expected_version:
-            raise Conflict(f"{current.type} {record_id} was changed by someone else")
-        values: dict[str, Any] = {name: getattr(current, name) for name in COLUMNS}
-        values["data"] = current.data
-        values.update(changes)
-        changed = {k for k, v in changes.items() if getattr(current, k) != v}
-        if data:
-            merged = dict(current.data)
-            for key, value in _as_stored(data).items():
-                if value is None:
-                    if key in merged:
-                        changed.add(key)
-                    merged.pop(key, None)
-                else:
-                    if merged.get(key, _MISSING) != value:
-                        changed.add(key)
-                    merged[key] = value
-            values["data"] = merged
-            values.update(mirrored(merged))
-        else:
-            values.update(mirrored(dict(current.data)))
-        values["version"] = current.version + 1
-        try:
-            async with self._savepoint():
-                result = await self._conn.execute(
-                    _UPDATE, {**values, "w_id": record_id, "w_version": current.version})
-        except IntegrityError as exc:
-            raise Conflict("that key is already taken") from exc
-        if result.rowcount != 1:
-            raise Conflict(f"{current.type} {record_id} was changed by someone else")
-        record = _record(values, record_id)
-        pending = self.written.get(record.id)
-        if pending is None:
-            self.written[record.id] = _Pending("update", record, changed)
-        else:
-            pending.record = record
-            pending.fields |= changed
-        return record
-
-    def _savepoint(self) -> Any:
-        """Where a failed statement must not abort the transaction (PostgreSQL aborts it
-        whole; SQLite undoes only the statement), a savepoint around it."""
-        return self._conn.begin_nested() if self._postgres else contextlib.nullcontext()
-
-    async def claim(self, record_id: int, owner: str, operation: str, ttl_ms: int) -> bool:
-        return await claim(self._conn, self._postgres, record_id, owner, operation, ttl_ms)
-
-    async def release(self, record_id: int, owner: str) -> None:
-        await release(self._conn, record_id, owner)
-
-    async def log(self, actor: Actor) -> int | None:
-        """Append the change-log entries of what was written; the last sequence number."""
-        if not self.written:
-            return None
-        if self._postgres:
-            await self._conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                     {"key": CHANGE_LOG_LOCK})
-        at = now_ms()
-        rows = [{"kind": p.kind, "resource_id": p.record.id, "resource_type": p.record.type,
-                 "project_id": p.record.project_id, "fields": sorted(p.fields),
-                 "record": record_json(p.record), "actor": str(actor), "time": at}
-                for p in self.written.values()]
-        last: int | None = None
-        for row in rows:  # one by one: RETURNING with executemany is not on every driver
-            last = (await self._conn.execute(_LOG_INSERT, row)).scalar_one()
-        return last
-
-
-_MISSING = object()
-# The statements every request and operation makes, built once: SQLAlchemy then skips
-# building them and their cache keys each time (a good part of a statement's cost here).
-_GET = select(_t).where(_t.c.id == bindparam("id"))
-_LOCK = _GET.with_for_update()
-_BY_LOOKUP = select(_t).where(_t.c.type == bindparam("type"),
-                              _t.c.lookup_key == bindparam("key"))
-_BY_UUID = select(_t).where(_t.c.uuid == bindparam("uuid"))
-_INSERT = _t.insert().returning(_t.c.id)
-_CHANGES_AFTER = (select(_log).where(_log.c.seq > bindparam("seq")).order_by(_log.c.seq)
-                  .limit(bindparam("lim")))
-# Every column but the id, from the record as the transaction computed it: one statement for
-# every update, and no row to read back.
-_UPDATE = (_t.update()
-           .where(_t.c.id == bindparam("w_id"), _t.c.version == bindparam("w_version"))
-           .values({c.name: bindparam(c.name) for c in _t.c if c.name != "id"}))
-
-
-def _as_stored(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``data`` as the JSON column gives it back (tuples become lists, keys strings), so a
-    record built here equals the one read later."""
-    loaded: dict[str, Any] = json.loads(json.dumps(data))
-    return loaded
-
-
-def _record(values: Mapping[str, Any], record_id: int) -> Record:
-    return Record(**{name: values[name] for name in COLUMNS if name != "id"}, id=record_id,
-                  data=values["data"], version=int(values["version"]))
-_LOG_INSERT = _log.insert().returning(_log.c.seq)
-
-
-def upsert(postgres: bool, table: Any, values: dict[str, Any], keys: list[str],
-           where: Any = None) -> Any:
-    insert = postgresql.insert if postgres else sqlite.insert
-    stmt = insert(table).values(**values)
-    return stmt.on_conflict_do_update(
-        index_elements=keys, set_={k: v for k, v in values.items() if k not in keys},
-        where=where)
-
-
-def _claim_statement(postgres: bool) -> Any:
-    c = tables.claim
-    insert = postgresql.insert if postgres else sqlite.insert
-    stmt = insert(c).values(resource_id=bindparam("rid"), owner=bindparam("owner"),
-                            operation=bindparam("op"), expires=bindparam("expires"))
-    return stmt.on_conflict_do_update(
-        index_elements=["resource_id"],
-        set_={"owner": stmt.excluded.owner, "operation": stmt.excluded.operation,
-              "expires": stmt.excluded.expires},
-        where=or_(c.c.expires < bindparam("now"), c.c.owner == stmt.excluded.owner))
-
-
-_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
-_RELEASE = delete(tables.claim).where(tables.claim.c.resource_id == bindparam("rid"),
-                                      tables.claim.c.owner == bindparam("owner"))
-
-
-async def claim(conn: Conn, postgres: bool, record_id: int, owner: str,
-                operation: str, ttl_ms: int) -> bool:
-    """Take or renew the claim unless another owner holds it unexpired."""
-    at = now_ms()
-    result = await conn.execute(_CLAIM[postgres], {"rid": record_id, "owner": owner,
-                                                   "op": operation, "expires": at + ttl_ms,
-                                                   "now": at})
-    return bool(result.rowcount)
-
-
-async def release(conn: Conn, record_id: int, owner: str) -> None:
-    await conn.execute(_RELEASE, {"rid": record_id, "owner": owner})
-
-
-_SELECTS: dict[tuple[Any, ...], Any] = {}
-_SELECTS_MAX = 512
-_NO_VALUE = frozenset({"null", "notnull"})
-
-
-def _select(query: Query) -> tuple[Any, dict[str, Any]]:
-    """The statement for ``query`` and its parameters. Statements are built once per shape of
-    query (types, fields and operators, sort) with every value a bind parameter."""
-    conditions = query.conditions
-    shape = (tuple(query.types), query.project_id is not None, query.account_id is not None,
-             query.removed_since is not None,
-             tuple((c.field, c.op, c.kind, c.value is None) for c in conditions),
-             query.sort, query.sort_kind, query.descending)
-    params: dict[str, Any] = {"p": query.project_id, "a": query.account_id,
-                              "rs": query.removed_since, "lim": query.limit,
-                              "off": query.offset}
-    for i, c in enumerate(conditions):
-        if c.op not in _NO_VALUE and c.value is not None:
-            params[f"c{i}"] = like_prefix(c.value) if c.op == "prefix" else \
-                str(c.value) if c.op in ("like", "notlike") else c.value
-    stmt = _SELECTS.get(shape)
-    if stmt is None:
-        clauses: list[Any] = [_t.c.type.in_(list(query.types))]
-        if query.project_id is not None:
-            clauses.append(_t.c.project_id == bindparam("p"))
-        if query.account_id is not None:
-            clauses.append(_t.c.account_id == bindparam("a"))
-        if query.removed_since is not None:
-            clauses.append(or_(_t.c.removed.is_(None), _t.c.removed >= bindparam("rs")))
-        for i, c in enumerate(conditions):
-            if c.op in _NO_VALUE or c.value is None:
-                clauses.append(condition(c))
-            else:
-                clauses.append(condition(c, bindparam(f"c{i}"), bound=True))
-        order = expression(query.sort, query.sort_kind)
-        order_by = [order.desc() if query.descending else order.asc()]
-        if query.sort != "id":
-            order_by.append(_t.c.id.desc() if query.descending else _t.c.id.asc())
-        stmt = (select(_t).where(and_(*clauses)).order_by(*order_by)
-                .limit(bindparam("lim")).offset(bindparam("off")))
-        if len(_SELECTS) >= _SELECTS_MAX:
-            _SELECTS.clear()
-        _SELECTS[shape] = stmt
-    return stmt, params
 
 
 class SqlStore:
@@ -428,20 +154,13 @@ class SqlStore:
     # --- writing ------------------------------------------------------------------------
 
     async def transact(self, work: Work[T], *, actor: Actor = SYSTEM) -> T:
-        async def transaction() -> T:
-            lock = self._write_lock if not self._postgres else contextlib.nullcontext()
-            async with lock:
-                async with self._writer.begin() as conn:
-                    tx = SqlTransaction(conn, self._postgres)
-                    result = await work(tx)
-                    last = await tx.log(actor)
-                self._announce(tx, last)
-            return result
+        async def logged(conn: Conn) -> tuple[T, SqlTransaction, int | None]:
+            tx = SqlTransaction(conn, self._postgres)
+            result = await work(tx)
+            return result, tx, await tx.log(actor)
 
-        task: asyncio.Task[T] = asyncio.ensure_future(transaction())
-        self._writes.add(task)
-        task.add_done_callback(_settled(self._writes))
-        return await asyncio.shield(task)
+        result, _, _ = await self._write(logged, after=lambda done: self._announce(*done[1:]))
+        return result
 
     def _announce(self, tx: SqlTransaction, last: int | None) -> None:
         if self._on_change is not None:
@@ -465,10 +184,6 @@ class SqlStore:
         *,
         actor: Actor = SYSTEM,
     ) -> Record:
-        unknown = set(changes) - COLUMNS
-        if unknown:
-            raise ValueError(f"not record columns: {sorted(unknown)}")
-
         async def work(tx: SqlTransaction) -> Record:
             return await tx.update(record_id, changes, data, expected_version)
 
@@ -478,29 +193,29 @@ class SqlStore:
 
     async def get(self, record_id: int) -> Record | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(_GET, {"id": record_id})).first()
+            row = (await conn.execute(sql.GET, {"id": record_id})).first()
         return to_record(row) if row is not None else None
 
     async def get_by_lookup(self, type_: str, lookup_key: str) -> Record | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(_BY_LOOKUP, {"type": type_, "key": lookup_key})).first()
+            row = (await conn.execute(sql.BY_LOOKUP, {"type": type_, "key": lookup_key})).first()
         return to_record(row) if row is not None else None
 
     async def get_by_uuid(self, uuid: str) -> Record | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(_BY_UUID, {"uuid": uuid})).first()
+            row = (await conn.execute(sql.BY_UUID, {"uuid": uuid})).first()
         return to_record(row) if row is not None else None
 
     async def list(self, query: Query) -> list[Record]:
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(*_select(query))).all()
+            rows = (await conn.execute(*sql.select_for(query))).all()
         return [to_record(row) for row in rows]
 
     # --- the change log -----------------------------------------------------------------
 
     async def changes_after(self, seq: int, limit: int = 500) -> builtins.list[Change]:
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(_CHANGES_AFTER, {"seq": seq, "lim": limit})).all()
+            rows = (await conn.execute(sql.CHANGES_AFTER, {"seq": seq, "lim": limit})).all()
         return [Change(seq=r.seq, kind=r.kind, record=record_from_json(r.record),
                        fields=tuple(r.fields), actor=r.actor, time=r.time) for r in rows]
 
@@ -524,7 +239,7 @@ class SqlStore:
             if through <= 0:
                 return 0
             gone = (await conn.execute(delete(_log).where(_log.c.seq <= through))).rowcount
-            await conn.execute(upsert(self._postgres, tables.meta,
+            await conn.execute(sql.upsert(self._postgres, tables.meta,
                                       {"key": PRUNED_THROUGH, "value": through}, ["key"]))
             return int(gone or 0)
 
@@ -534,25 +249,35 @@ class SqlStore:
 
     async def claim(self, record_id: int, owner: str, operation: str, ttl_ms: int) -> bool:
         async def take(conn: Conn) -> bool:
-            return await claim(conn, self._postgres, record_id, owner, operation, ttl_ms)
+            return await sql.claim(conn, self._postgres, record_id, owner, operation, ttl_ms)
 
         return bool(await self._raw_write(take))
 
     async def release(self, record_id: int, owner: str) -> None:
         async def drop(conn: Conn) -> None:
-            await release(conn, record_id, owner)
+            await sql.release(conn, record_id, owner)
 
         await self._raw_write(drop)
 
-    async def _raw_write(self, work: Callable[[Conn], Any]) -> Any:
+    async def _raw_write(self, work: Callable[[Conn], Awaitable[Any]]) -> Any:
         """A write outside the resource table (claims, pruning): no change-log entry."""
+        return await self._write(work)
 
-        async def transaction() -> Any:
+    async def _write(self, work: Callable[[Conn], Awaitable[W]],
+                     after: Callable[[W], None] | None = None) -> W:
+        """Run ``work`` in a write transaction, as a task of its own shielded from the
+        caller; ``after`` hears of the outcome once committed, even if the caller left."""
+
+        async def transaction() -> W:
             lock = self._write_lock if not self._postgres else contextlib.nullcontext()
-            async with lock, self._writer.begin() as conn:
-                return await work(conn)
+            async with lock:
+                async with self._writer.begin() as conn:
+                    result = await work(conn)
+                if after is not None:
+                    after(result)
+            return result
 
-        task: asyncio.Task[Any] = asyncio.ensure_future(transaction())
+        task: asyncio.Task[W] = asyncio.ensure_future(transaction())
         self._writes.add(task)
         task.add_done_callback(_settled(self._writes))
         return await asyncio.shield(task)
