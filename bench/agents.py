@@ -32,9 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import psutil
@@ -688,32 +689,45 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = _parser().parse_args()
-    if args.agents < 1 or args.duration < 1 or args.baseline < 1 or args.ping_interval <= 0:
-        sys.exit("bench/agents.py: --agents, --duration and --baseline must be at least 1")
+R = TypeVar("R")
+
+
+def run_benchmark(prog: str, run: Callable[[Path], Awaitable[R]]) -> tuple[R, Path, float]:
+    """Run ``run`` with a temporary server log: its result, the log, and when it began.
+    A run that cannot finish exits with one line (after the log's last lines)."""
     fd, name = tempfile.mkstemp(prefix="corral-bench-server-", suffix=".log")
     os.close(fd)
     log_path = Path(name)
     began = time.monotonic()
     try:
-        report = asyncio.run(run(args, log_path))
+        return asyncio.run(run(log_path)), log_path, began
     except (KeyboardInterrupt, asyncio.CancelledError):
-        sys.exit(f"bench/agents.py: interrupted (server log: {log_path})")
+        sys.exit(f"{prog}: interrupted (server log: {log_path})")
     except BenchError as exc:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         if tail:
             print("\n".join(["last lines of the server log:", *tail]), file=sys.stderr)
-        sys.exit(f"bench/agents.py: {exc} (server log: {log_path})")
-    print_summary(report)
+        sys.exit(f"{prog}: {exc} (server log: {log_path})")
+
+
+def finish(passed: bool, log_path: Path, began: float) -> None:
+    """Keep the server log of a run that failed a check, and say so in the exit status."""
     print(f"Run time {time.monotonic() - began:.0f} s; server log {log_path}")
+    if not passed:
+        sys.exit(1)
+    log_path.unlink()
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.agents < 1 or args.duration < 1 or args.baseline < 1 or args.ping_interval <= 0:
+        sys.exit("bench/agents.py: --agents, --duration and --baseline must be at least 1")
+    report, log_path, began = run_benchmark("bench/agents.py", lambda log: run(args, log))
+    print_summary(report)
     if args.write_docs:
         write_docs(docs_section(report, args), report.agents)
         print(f"wrote the agents section of {DOCS}")
-    if report.passed():
-        log_path.unlink()
-    else:
-        sys.exit(1)
+    finish(report.passed(), log_path, began)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import os
 import statistics
 import sys
 import tempfile
@@ -43,9 +42,11 @@ from agents import (
     _machine,
     _verdict,
     basic_auth,
+    finish,
     free_port,
     host_states,
     raise_fd_limit,
+    run_benchmark,
     write_section,
 )
 
@@ -297,27 +298,14 @@ def main() -> None:
     if args.agents < 1 or args.probe < 1 or args.containers < EARLY + args.probe:
         sys.exit(f"bench/placement.py: need --agents >= 1, --probe >= 1 and --containers >= "
                  f"{EARLY} + --probe")
-    fd, name = tempfile.mkstemp(prefix="corral-bench-server-", suffix=".log")
-    os.close(fd)
-    log_path = Path(name)
-    began = time.monotonic()
-    try:
-        report = asyncio.run(run(args, log_path))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        sys.exit(f"bench/placement.py: interrupted (server log: {log_path})")
-    except BenchError as exc:
-        sys.exit(f"bench/placement.py: {exc} (server log: {log_path})")
+    report, log_path, began = run_benchmark("bench/placement.py", lambda log: run(args, log))
     lines = log_path.read_text(errors="replace").splitlines()
     report.problems = [line for line in lines if "ERROR" in line or "Traceback" in line]
     print_summary(report)
-    print(f"Run time {time.monotonic() - began:.0f} s; server log {log_path}")
     if args.write_docs:
         write_section(docs_section(report), MARK_START, MARK_END)
         print(f"wrote the placement section of {DOCS}")
-    if report.passed():
-        log_path.unlink()
-    else:
-        sys.exit(1)
+    finish(report.passed(), log_path, began)
 
 
 if __name__ == "__main__":
