@@ -63,6 +63,9 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    # 16 MiB of pages rather than 2: with tens of thousands of records and their change log,
+    # the indexes a lookup walks stay in memory instead of being read again each time.
+    cursor.execute("PRAGMA cache_size=-16384")
     # LIKE (and so the prefix filter) compares case as PostgreSQL does.
     cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.close()
