@@ -1,12 +1,13 @@
 """The change log, followed: every reader of changes (the resource change stream, the engine's
 loops) reads here, from the sequence number it last saw, and never loses a change.
 
-One tailer task per process reads new entries from the store after every commit (and, on
-PostgreSQL, every ``poll_interval`` for the commits of other server processes) into a window
-of recent changes. A reader takes its next changes from the window, or, when it has fallen
-behind the window, from the log in the store itself. Nothing is dropped for being slow; only
-a reader that falls behind the log's retention (``ResumeTooOld``) has to start over from the
-current state.
+The entries a transaction of this process just committed go straight into a window of recent
+changes when they follow the newest entry already there; anything else (the commits of other
+server processes on PostgreSQL, found every ``poll_interval``, or a gap) one tailer task per
+process reads from the store. A reader takes its next changes from the window, or, when it
+has fallen behind the window, from the log in the store itself. Nothing is dropped for being
+slow; only a reader that falls behind the log's retention (``ResumeTooOld``) has to start over
+from the current state.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import bisect
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 from server.store import Change, Store
 
@@ -74,15 +76,26 @@ class ChangeFeed:
         self._tasks = []
         self._arrived.set()  # wake readers so that they notice the feed is gone
 
-    def notify(self, seq: int) -> None:
-        """A transaction of this process committed, up to ``seq``."""
-        self.committed = max(self.committed, seq)
-        if seq > self._cursor:
+    def notify(self, entries: Sequence[Change]) -> None:
+        """A transaction of this process committed these change-log entries (in order)."""
+        last = entries[-1].seq
+        self.committed = max(self.committed, last)
+        if last <= self._cursor:
+            return
+        # Sequence numbers follow commit order, so entries that start right after the
+        # cursor leave nothing unread before them; a read under way may be fetching them.
+        if entries[0].seq == self._cursor + 1 and not self._reading.locked():
+            self._add(list(entries))
+        else:
             self._wake.set()
 
     def follow(self, since: int | None = None) -> Cursor:
         """A reader of every change after ``since`` (None: after the newest one read)."""
         return Cursor(self, self._cursor if since is None else since)
+
+    def ready_after(self, seq: int) -> list[Change]:
+        """The changes after ``seq`` the window already holds (a batch at most), at once."""
+        return self._from_window(seq) or []
 
     async def catch_up(self) -> None:
         """Read everything committed so far into the window (tests and shutdown)."""
@@ -117,17 +130,21 @@ class ChangeFeed:
             batch = await self._store.changes_after(self._cursor, BATCH)
             if not batch:
                 return
-            self._seqs.extend(c.seq for c in batch)
-            self._changes.extend(batch)
-            self._cursor = batch[-1].seq
-            if len(self._seqs) > 2 * self._window:
-                cut = len(self._seqs) - self._window
-                self._floor = self._seqs[cut - 1]
-                del self._seqs[:cut], self._changes[:cut]
-            arrived, self._arrived = self._arrived, asyncio.Event()
-            arrived.set()
+            self._add(batch)
             if len(batch) < BATCH:
                 return
+
+    def _add(self, batch: list[Change]) -> None:
+        """Changes that follow the cursor, into the window; wake the readers."""
+        self._seqs.extend(c.seq for c in batch)
+        self._changes.extend(batch)
+        self._cursor = batch[-1].seq
+        if len(self._seqs) > 2 * self._window:
+            cut = len(self._seqs) - self._window
+            self._floor = self._seqs[cut - 1]
+            del self._seqs[:cut], self._changes[:cut]
+        arrived, self._arrived = self._arrived, asyncio.Event()
+        arrived.set()
 
     async def _prune(self) -> None:
         while True:

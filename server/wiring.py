@@ -5,7 +5,7 @@ them; tests run them with a fake hub and no web app at all."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from server.agents.hub import AgentHub, Hub
 from server.agents.instructions import Instructions
@@ -24,7 +24,7 @@ from server.resources import build_types
 from server.security import ServerKey
 from server.services import Services
 from server.sockets import ClientSockets
-from server.store import Record, Store
+from server.store import Change, Record, Store
 from server.store.sql import SqlStore
 from server.store.urls import sqlite_url
 
@@ -48,9 +48,9 @@ async def running_services(
         projects.on_change(record)
         registry_cache.on_change(record)
 
-    def on_commit(seq: int) -> None:
+    def on_commit(entries: Sequence[Change]) -> None:
         for feed in feeds:
-            feed.notify(seq)
+            feed.notify(entries)
 
     store = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir),
                                 on_change=on_change, on_commit=on_commit)

@@ -238,9 +238,25 @@ class PlacementView:
         for c in containers:
             self._apply_container(c)
 
+    def catch_up(self) -> None:
+        """Take what the feed already holds, without waiting: in a commit, the view is then
+        as fresh as this process knows."""
+        while batch := self._feed.ready_after(self.applied):
+            self._take(batch)
+
+    def taken_on(self, project_id: int, host_id: int) -> list[Taken] | None:
+        """What the host's containers take as the view holds it (not the reservations of
+        plans being committed), or None if the view does not hold the host."""
+        project = self._projects.get(project_id)
+        view = project.hosts.get(host_id) if project is not None else None
+        if view is None:
+            return None
+        return [taken for key, taken in view.taken.items() if key > 0]
+
     async def _follow(self, since: int) -> None:
         cursor = self._feed.follow(since)
         while True:
+            cursor.seq = max(cursor.seq, self.applied)  # ``catch_up`` may have gone ahead
             try:
                 batch = await cursor.next_batch()
             except (FeedClosed, asyncio.CancelledError):
@@ -252,11 +268,17 @@ class PlacementView:
                 self._versions.clear()
                 cursor = self._feed.follow()
                 continue
-            for change in batch:
-                self.apply(change)
-            self.applied = batch[-1].seq
-            advanced, self._advanced = self._advanced, asyncio.Event()
-            advanced.set()
+            self._take(batch)
+
+    def _take(self, batch: list[Change]) -> None:
+        fresh = [change for change in batch if change.seq > self.applied]
+        if not fresh:
+            return
+        for change in fresh:
+            self.apply(change)
+        self.applied = fresh[-1].seq
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
 
     def apply(self, change: Change) -> None:
         """Take one change into the view (older versions than the one held are ignored)."""
@@ -390,10 +412,7 @@ class Placer:
             if host is None:
                 raise invalid("NoHostAvailable", None,
                               f"host {format_id('1h', host_id)} was removed")
-            containers = await list_all(tx, Query(
-                types=["container"], conditions=[Condition("hostId", "eq", host_id, "int"),
-                                                 Condition("removed", "null")]))
-            actual = candidate(host, [Taken.of(c) for c in containers], self._live(host_id))
+            actual = candidate(host, await self._taken(tx, host), self._live(host_id))
             try:
                 scheduler.place(request, [actual])
             except scheduler.NoHostAvailable:
@@ -401,6 +420,20 @@ class Placer:
             return await create(tx, host), None
 
         return await store.transact(work)
+
+    async def _taken(self, tx: Transaction, host: Record) -> list[Taken]:
+        """What the containers of the locked ``host`` take: from the view when it holds
+        every change the transaction can see (a placement on the host waits for the lock, so
+        nothing can be added meanwhile), read from the store otherwise."""
+        self.view.catch_up()
+        if host.project_id is not None and await tx.last_seq() <= self.view.applied:
+            known = self.view.taken_on(host.project_id, host.id)
+            if known is not None:
+                return known
+        containers = await list_all(tx, Query(
+            types=["container"], conditions=[Condition("hostId", "eq", host.id, "int"),
+                                             Condition("removed", "null")]))
+        return [Taken.of(c) for c in containers]
 
     async def _check_requested(self, views: Mapping[int, HostView], requested: Any) -> None:
         if requested is None:

@@ -212,6 +212,10 @@ class Transaction(Reader, Protocol):
         """The record, locked until the transaction ends."""
         ...
 
+    async def last_seq(self) -> int:
+        """The newest sequence number of the change log, as this transaction sees it."""
+        ...
+
     async def claim(self, record_id: int, owner: str, operation: str, ttl_ms: int) -> bool:
         """As ``Store.claim``, committed with the rest of the transaction."""
         ...

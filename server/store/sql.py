@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,7 +49,7 @@ from server.store.urls import sqlite_url as sqlite_url
 
 _log = tables.change_log
 ChangeListener = Callable[[Record], None]
-CommitListener = Callable[[int], None]
+CommitListener = Callable[[Sequence[Change]], None]
 PRUNED_THROUGH = "changes_pruned_through"
 CONNECT_TIMEOUT = 10.0
 W = TypeVar("W")
@@ -83,7 +83,7 @@ class SqlStore:
     """``Store`` on SQLite (called in line) or PostgreSQL (asyncpg).
 
     ``on_change`` hears of every record a committed transaction wrote, ``on_commit`` of the
-    newest sequence number of the change log after each commit. Transactions run as tasks of
+    change-log entries of each commit, once committed. Transactions run as tasks of
     their own, shielded from the caller: a request handler cancelled mid-write can neither
     leave a transaction (and SQLite's write lock) half-done nor lose the write. SQLite allows
     one writer at a time, so its transactions also queue on an in-process lock rather than
@@ -157,7 +157,7 @@ class SqlStore:
     # --- writing ------------------------------------------------------------------------
 
     async def transact(self, work: Work[T], *, actor: Actor = SYSTEM) -> T:
-        async def logged(conn: Conn) -> tuple[T, SqlTransaction, int | None]:
+        async def logged(conn: Conn) -> tuple[T, SqlTransaction, list[Change]]:
             tx = SqlTransaction(conn, self._postgres)
             result = await work(tx)
             return result, tx, await tx.log(actor)
@@ -165,12 +165,12 @@ class SqlStore:
         result, _, _ = await self._write(logged, after=lambda done: self._announce(*done[1:]))
         return result
 
-    def _announce(self, tx: SqlTransaction, last: int | None) -> None:
+    def _announce(self, tx: SqlTransaction, entries: list[Change]) -> None:
         if self._on_change is not None:
             for pending in tx.written.values():
                 self._on_change(pending.record)
-        if last is not None and self._on_commit is not None:
-            self._on_commit(last)
+        if entries and self._on_commit is not None:
+            self._on_commit(entries)
 
     async def create(self, new: NewRecord, *, actor: Actor = SYSTEM) -> Record:
         async def work(tx: SqlTransaction) -> Record:
@@ -224,7 +224,7 @@ class SqlStore:
 
     async def last_seq(self) -> int:
         async with self._engine.connect() as conn:
-            found = (await conn.execute(select(func.max(_log.c.seq)))).scalar()
+            found = (await conn.execute(sql.LAST_SEQ)).scalar()
         return int(found or 0)
 
     async def pruned_through(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select
+from sqlalchemy import and_, bindparam, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server.store import tables
@@ -34,6 +34,7 @@ BY_LOOKUP = select(_t).where(_t.c.type == bindparam("type"),
 BY_UUID = select(_t).where(_t.c.uuid == bindparam("uuid"))
 INSERT = _t.insert().returning(_t.c.id)
 LOG_INSERT = _log.insert().returning(_log.c.seq)
+LAST_SEQ = select(func.max(_log.c.seq))
 CHANGES_AFTER = (select(_log).where(_log.c.seq > bindparam("seq")).order_by(_log.c.seq)
                  .limit(bindparam("lim")))
 # Every column but the id, from the record as the transaction computed it: one statement for

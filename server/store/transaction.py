@@ -3,6 +3,7 @@ claims, and the change-log entries it appends before it commits."""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import uuid as uuidlib
@@ -17,6 +18,7 @@ from server.store.inline import Conn
 from server.store.interface import (
     COLUMNS,
     Actor,
+    Change,
     ChangeKind,
     Conflict,
     NewRecord,
@@ -54,6 +56,10 @@ class SqlTransaction:
     async def get(self, record_id: int) -> Record | None:
         row = (await self._conn.execute(sql.GET, {"id": record_id})).first()
         return to_record(row) if row is not None else None
+
+    async def last_seq(self) -> int:
+        found = (await self._conn.execute(sql.LAST_SEQ)).scalar()
+        return int(found or 0)
 
     async def get_by_lookup(self, type_: str, lookup_key: str) -> Record | None:
         row = (await self._conn.execute(sql.BY_LOOKUP, {"type": type_, "key": lookup_key})).first()
@@ -154,22 +160,24 @@ class SqlTransaction:
     async def release(self, record_id: int, owner: str) -> None:
         await sql.release(self._conn, record_id, owner)
 
-    async def log(self, actor: Actor) -> int | None:
-        """Append the change-log entries of what was written; the last sequence number."""
+    async def log(self, actor: Actor) -> builtins.list[Change]:
+        """Append the change-log entries of what was written, and return them."""
         if not self.written:
-            return None
+            return []
         if self._postgres:
             await self._conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                      {"key": CHANGE_LOG_LOCK})
-        at = now_ms()
-        rows = [{"kind": p.kind, "resource_id": p.record.id, "resource_type": p.record.type,
-                 "project_id": p.record.project_id, "fields": sorted(p.fields),
-                 "record": record_json(p.record), "actor": str(actor), "time": at}
-                for p in self.written.values()]
-        last: int | None = None
-        for row in rows:  # one by one: RETURNING with executemany is not on every driver
-            last = (await self._conn.execute(sql.LOG_INSERT, row)).scalar_one()
-        return last
+        at, by = now_ms(), str(actor)
+        entries: list[Change] = []
+        for p in self.written.values():  # one by one: RETURNING with executemany is not on
+            fields = sorted(p.fields)    # every driver
+            row = {"kind": p.kind, "resource_id": p.record.id, "resource_type": p.record.type,
+                   "project_id": p.record.project_id, "fields": fields,
+                   "record": record_json(p.record), "actor": by, "time": at}
+            seq = (await self._conn.execute(sql.LOG_INSERT, row)).scalar_one()
+            entries.append(Change(seq=seq, kind=p.kind, record=p.record, fields=tuple(fields),
+                                  actor=by, time=at))
+        return entries
 
 
 def _as_stored(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from tests.support.timing import seconds
 async def store(tmp_path: Path, database: str | None) -> AsyncIterator[SqlStore]:
     feeds: list[ChangeFeed] = []
     sql_store = await SqlStore.open(database or sqlite_url(tmp_path),
-                                    on_commit=lambda seq: [f.notify(seq) for f in feeds])
+                                    on_commit=lambda entries: [f.notify(entries) for f in feeds])
     sql_store.feeds = feeds  # type: ignore[attr-defined]
     try:
         yield sql_store
@@ -88,6 +88,38 @@ async def test_an_update_is_logged_with_the_fields_it_changed_and_the_record_aft
         assert change.kind == "update" and set(change.fields) == {"state", "size"}
         assert change.record.state == "inactive" and change.record.data == {"size": 3}
         assert change.actor == "system"
+    finally:
+        await feed.stop()
+
+
+async def test_entries_handed_over_at_commit_equal_the_log(store: SqlStore) -> None:
+    feed = await started(store)
+    try:
+        since = feed.position
+        (record_id,) = await widgets(store, 1)
+        await store.update(record_id, {"state": "inactive"}, {"size": 3, "tags": ("a", 1)})
+        handed = await read(feed, since, 2)
+        assert handed == await store.changes_after(since)
+    finally:
+        await feed.stop()
+
+
+async def test_commits_the_feed_was_not_told_of_are_read_in_order(
+        store: SqlStore, tmp_path: Path, database: str | None) -> None:
+    # A writer this feed hears nothing from (another server process, on PostgreSQL) leaves a
+    # gap before the next commit it does hear of: that commit must wait behind the gap.
+    feed = await started(store)
+    try:
+        since = feed.position
+        other = await SqlStore.open(database or sqlite_url(tmp_path), owner=False)
+        try:
+            unseen = (await other.create(NewRecord(type="widget", kind="widget",
+                                                   state="active", name="unseen"))).id
+        finally:
+            await other.close()
+        (seen,) = await widgets(store, 1)
+        got = await read(feed, since, 2)
+        assert [c.record.id for c in got] == [unseen, seen]
     finally:
         await feed.stop()
 

@@ -17,8 +17,10 @@ import pytest
 
 from server import operations
 from server.api.errors import ValidationError
+from server.config import Settings
 from server.store import Condition, NewRecord, Query, Record, Store, Transaction
 from server.store.interface import Actor, Work
+from server.store.sql import SqlStore, sqlite_url
 from shared.ids import format_id
 from tests.unit.server.engine.harness import Engine
 
@@ -262,19 +264,23 @@ async def test_a_memory_reservation_the_host_cannot_hold_is_refused(engine: Engi
 
 
 async def test_the_commit_refuses_a_port_the_view_has_not_seen_taken(
-        engine: Engine) -> None:
+        engine: Engine, settings: Settings) -> None:
     first = await engine.add_host("host-1")
     second = await engine.add_host("host-2")
-    await create(engine)  # the view of the environment is loaded, before it stops following
+    await create(engine)  # the view of the environment is loaded
     await engine.settle()
-    view = engine.services.placer.view
-    await view.sync()
-    await view.stop()
-    # Taken behind the view's back: the plan would choose host-1 (the lowest id) for it.
-    await engine.store.create(NewRecord(
-        type="container", kind="container", state="stopped", project_id=engine.project.id,
-        data={"hostId": first.id, "spec": {"ports": [
-            {"hostIp": None, "hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}))
+    # Taken by a writer this process hears nothing from (another server process): the plan
+    # would choose host-1 (the lowest id) for it.
+    other = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir),
+                                owner=False)
+    try:
+        await other.create(NewRecord(
+            type="container", kind="container", state="stopped",
+            project_id=engine.project.id,
+            data={"hostId": first.id, "spec": {"ports": [
+                {"hostIp": None, "hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}))
+    finally:
+        await other.close()
     assert await view_ports(engine, first) == set()
 
     around = await create(engine, ports=["8080:80"])
@@ -302,10 +308,10 @@ def conditions(query: Query) -> Mapping[str, tuple[str, Any]]:
     return {c.field: (c.op, c.value) for c in query.conditions}
 
 
-async def test_the_first_placement_loads_the_environment_and_later_ones_read_one_host(
+async def test_the_first_placement_loads_the_environment_and_later_ones_list_nothing(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A plan never lists the environment's containers: after the first placement loaded the
-    view, a placement reads only the containers of the host it commits to."""
+    view, a placement whose view holds every committed change lists no container at all."""
     hosts = [await engine.add_host(f"host-{n}") for n in range(3)]
     recorder = RecordingStore(engine.store)
     monkeypatch.setattr(engine.services.placer.view, "_store", recorder)
@@ -327,8 +333,30 @@ async def test_the_first_placement_loads_the_environment_and_later_ones_read_one
     project_wide = [q for q in container_queries(loaded) if q.project_id is not None]
     assert len(host_queries(loaded)) == 1 and len(project_wide) == 1
     later = recorder.queries
-    assert host_queries(later) == []
-    assert [conditions(q) for q in container_queries(later)] == [
-        {"hostId": ("eq", placed.data["hostId"]), "removed": ("null", None)}]
+    assert host_queries(later) == [] and container_queries(later) == []
     assert placed.data["hostId"] in {h.id for h in hosts}
+
+
+async def test_a_commit_behind_the_log_reads_the_containers_of_its_host_only(
+        engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    await engine.add_host("host-1")
+    await engine.add_host("host-2")
+    await create(engine)
+    await engine.settle()
+    recorder = RecordingStore(engine.store)
+    monkeypatch.setattr(engine.services, "store", recorder)
+    other = await SqlStore.open(settings.database_url or sqlite_url(settings.data_dir),
+                                owner=False)
+    try:  # a change this process has not heard of yet: the view may be behind the log
+        await other.create(NewRecord(type="widget", kind="widget", state="active"))
+    finally:
+        await other.close()
+
+    recorder.recording = True
+    placed = await create(engine)
+    recorder.recording = False
+    await engine.settle()
+
+    assert [conditions(q) for q in container_queries(recorder.queries)] == [
+        {"hostId": ("eq", placed.data["hostId"]), "removed": ("null", None)}]
 
