@@ -20,6 +20,7 @@ import base64
 import contextlib
 import ctypes
 import datetime
+import hashlib
 import os
 import platform
 import re
@@ -43,6 +44,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from shared import protocol
+from shared.containers import ContainerState, ContainerStatus
 from shared.errors import ProtocolError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,6 +276,26 @@ def _facts(index: int) -> dict[str, object]:
                        "containersRunning": 0, "images": 0, "rootDir": "/var/lib/docker"}}}
 
 
+# What a container is after each instruction that reports one, as Docker would have it.
+_STATUS_AFTER = {"instance.create": ContainerStatus.CREATED,
+                 "instance.start": ContainerStatus.RUNNING,
+                 "instance.restart": ContainerStatus.RUNNING,
+                 "instance.stop": ContainerStatus.EXITED}
+
+
+def _answer(request: protocol.Request) -> protocol.JsonObject:
+    """A reply a real agent could give at once: the container state after a container
+    instruction, nothing for any other."""
+    status = _STATUS_AFTER.get(request.name)
+    if status is None:
+        return {}
+    spec = request.data.get("container") or {}
+    uuid = str(spec.get("uuid") or request.data.get("uuid") or request.resource_id)
+    return ContainerState(docker_id=hashlib.sha256(uuid.encode()).hexdigest(), uuid=uuid,
+                          name=spec.get("name"), image=spec.get("image"),
+                          status=status).dump()
+
+
 class Fleet:
     """N simulated agents driven from this process, a bounded number of handshakes at once."""
 
@@ -329,7 +351,8 @@ class Fleet:
                     agent.bad_messages.append(str(exc))
                     continue
                 if isinstance(message, protocol.Request):
-                    await ws.send(protocol.dump(protocol.Reply(request_id=message.id, data={})))
+                    await ws.send(protocol.dump(protocol.Reply(request_id=message.id,
+                                                               data=_answer(message))))
                     agent.replies += 1
         except ConnectionClosed:
             pass

@@ -70,6 +70,7 @@ class Report:
     cost_early_ms: float
     cost_late_ms: float
     spread: tuple[int, int]
+    states: Counter[str]
     rss_mib: float
     problems: list[str]
 
@@ -96,12 +97,18 @@ class Report:
         low, high = self.spread
         return [("every create was accepted (201)", self.refused == 0),
                 ("containers spread evenly (max - min per host <= 1)", high - low <= 1),
+                (f"every container is running ({self._states()})",
+                 set(self.states) == {"running"}
+                 and self.states["running"] == self.containers),
                 ("no ERROR or traceback in the server log", not self.problems)]
 
     def targets(self) -> list[tuple[str, bool]]:
         return [(f"at least {TARGET_RATE:g} placements/s", self.rate >= TARGET_RATE),
                 (f"cost at {self.containers:,} within {TARGET_COST_RATIO:g}x of the cost at "
                  f"{EARLY:,}", self.cost_ratio <= TARGET_COST_RATIO)]
+
+    def _states(self) -> str:
+        return ", ".join(f"{count:,} {state}" for state, count in self.states.most_common())
 
     def passed(self) -> bool:
         ok = all(ok for _, ok in self.checks())
@@ -148,15 +155,18 @@ class Api:
                                   headers=self._auth) as resp:
             return bool((await resp.json())["data"])
 
-    async def per_host(self) -> Counter[str]:
+    async def per_host(self) -> tuple[Counter[str], Counter[str]]:
+        """Containers per host, and per state."""
         counts: Counter[str] = Counter()
-        url: str | None = f"{self._url}/containers?limit=3000&removed_null=true"
+        states: Counter[str] = Counter()
+        url: str | None = f"{self._url}/containers?limit=1000&removed_null=true"
         while url:
             async with self._http.get(url, headers=self._auth) as resp:
                 page = await resp.json()
             counts.update(c["hostId"] for c in page["data"])
+            states.update(c["state"] for c in page["data"])
             url = page["pagination"]["next"]
-        return counts
+        return counts, states
 
 
 async def wait_idle(api: Api) -> None:
@@ -226,7 +236,7 @@ async def run(args: argparse.Namespace, log_path: Path) -> Report:
             cost_late, r = await probe(api, late_fill, args.probe)
             refused += r
             await wait_idle(api)
-            counts = await api.per_host()
+            counts, states = await api.per_host()
             spread = (min(counts.values(), default=0) if len(counts) == args.agents else 0,
                       max(counts.values(), default=0))
             rss = proc.memory_info().rss / MIB
@@ -236,7 +246,7 @@ async def run(args: argparse.Namespace, log_path: Path) -> Report:
             await server.stop()
     return Report(args.agents, args.containers, args.concurrency, fill_s,
                   late_fill - early_fill - args.probe, settle_s, refused, cost_early, cost_late,
-                  spread, rss, [])
+                  spread, states, rss, [])
 
 
 def print_summary(report: Report) -> None:
