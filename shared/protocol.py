@@ -18,11 +18,27 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Literal, assert_never
 
+from shared import wirejson
 from shared.errors import ErrorCode, ProtocolError
 
 PROTOCOL_VERSION = 1
-MAX_FRAME_BYTES = 4 * 1024 * 1024
+KIB = 1024
+MAX_FRAME_BYTES = 4 * 1024 * KIB
 AGENT_PATH = "/v1/agent/connect"
+MAX_TERMINAL_SIZE = 65_535  # a tty's rows and columns are unsigned shorts
+
+# The largest frame of each message type a server takes from an agent: most messages are
+# small; an inventory (every container) and a reply (facts, a container's state) may be large.
+FRAME_LIMITS: dict[str, int] = {
+    "hello": 256 * KIB,
+    "facts": 256 * KIB,
+    "progress": 16 * KIB,
+    "reply": 1024 * KIB,
+    "containerEvent": 64 * KIB,
+    "inventory": MAX_FRAME_BYTES,
+    "streamData": 512 * KIB,
+}
+SMALL_FRAME_LIMIT = 16 * KIB  # any other type
 
 JsonObject = dict[str, Any]
 
@@ -34,10 +50,12 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
     MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
     INVALID_MESSAGE = 4400
     HELLO_TIMEOUT = 4408
     SUPERSEDED = 4409
     HOST_REMOVED = 4410
+    OVERLOADED = 4429  # the peer sent more than the server holds for it, or read too slowly
 
 
 @dataclass(frozen=True)
@@ -175,18 +193,41 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125, 2 for the code
+
+
+def close_reason(reason: str) -> bytes:
+    """``reason`` as a close frame carries it: UTF-8, cut on a character boundary."""
+    encoded = reason.encode("utf-8", errors="replace")[:MAX_CLOSE_REASON]
+    return encoded.decode("utf-8", errors="ignore").encode()
+
+
+def frame_size(text: str | bytes) -> int:
+    """The size of a frame in bytes (UTF-8 for text), counted only when it could matter."""
+    if isinstance(text, str) and len(text) * 4 > SMALL_FRAME_LIMIT:
+        return len(text.encode("utf-8", errors="surrogatepass"))
+    return len(text)
+
+
+def frame_limit(message_type: str) -> int:
+    """The largest frame of ``message_type`` a server takes from an agent."""
+    return FRAME_LIMITS.get(message_type, SMALL_FRAME_LIMIT)
+
+
+def _terminal_size(obj: Mapping[str, Any], key: str) -> int:
+    value = _require(obj, key, int)
+    if not 0 <= value <= MAX_TERMINAL_SIZE:
+        raise ProtocolError(f"field {key!r} must be between 0 and {MAX_TERMINAL_SIZE}")
+    return int(value)
+
+
 def parse(text: str | bytes) -> Message:
     """Parse one frame into a message; raise ProtocolError with a readable reason otherwise."""
-    size = len(text.encode()) if isinstance(text, str) and len(text) * 4 > MAX_FRAME_BYTES \
-        else len(text)
+    size = len(text.encode(errors="surrogatepass")) \
+        if isinstance(text, str) and len(text) * 4 > MAX_FRAME_BYTES else len(text)
     if size > MAX_FRAME_BYTES:
         raise ProtocolError(f"message larger than {MAX_FRAME_BYTES} bytes")
-    try:
-        obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"message is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ProtocolError("message is nested too deeply") from None
+    obj = wirejson.loads(text)
     if not isinstance(obj, dict):
         raise ProtocolError("message must be a JSON object")
     kind = obj.get("type")
@@ -250,7 +291,8 @@ def parse(text: str | bytes) -> Message:
                               data=_require(obj, "data", str))
         case "streamResize":
             return StreamResize(stream_id=_require(obj, "streamId", str),
-                                cols=_require(obj, "cols", int), rows=_require(obj, "rows", int))
+                                cols=_terminal_size(obj, "cols"),
+                                rows=_terminal_size(obj, "rows"))
         case "streamClose":
             return StreamClose(stream_id=_require(obj, "streamId", str))
         case _:

@@ -12,6 +12,7 @@ from server.agents.session import AgentSession, Report, ReportCallback
 from server.api.auth import authenticate_agent
 from server.api.errors import Unauthorized
 from server.api.handlers import SERVICES
+from server.api.throttle import CredentialKind
 from server.resources import hosts
 from server.services import Services
 from shared import protocol
@@ -22,9 +23,10 @@ from shared.protocol import CloseCode
 log = logging.getLogger("corral.agent_endpoint")
 
 
-async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> web.WebSocketResponse:
-    log.warning("agent connection closed: %s", reason)
-    await ws.close(code=code, message=reason.encode()[:120])
+async def _close(ws: web.WebSocketResponse, public_id: str, code: int,
+                 reason: str) -> web.WebSocketResponse:
+    log.warning("[host %s] agent connection closed (%d): %s", public_id, code, reason)
+    await ws.close(code=code, message=protocol.close_reason(reason))
     return ws
 
 
@@ -42,6 +44,9 @@ async def _hello(ws: web.WebSocketResponse, timeout: float) -> protocol.Hello | 
         return str(exc)
     if not isinstance(message, protocol.Hello):
         return f"expected hello, got {message.type}"
+    size, limit = protocol.frame_size(msg.data), protocol.frame_limit("hello")
+    if size > limit:
+        return f"a hello message may be at most {limit // 1024} KiB; this one has {size} bytes"
     if message.protocol != protocol.PROTOCOL_VERSION:
         return f"protocol {message.protocol} is not supported (server speaks " \
                f"{protocol.PROTOCOL_VERSION}); upgrade the agent"
@@ -77,7 +82,10 @@ def _reports(services: Services, host_id: int) -> ReportCallback:
 
 async def agent_connect(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    principal = await authenticate_agent(services.store, request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    principal = await services.auth_guard.attempt_for(
+        request, header, CredentialKind.AGENT_KEY,
+        lambda: authenticate_agent(services.store, header))
     assert principal.host_id is not None
     host_id = principal.host_id
     host = await services.store.get(host_id)
@@ -88,19 +96,25 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(autoping=False, max_msg_size=protocol.MAX_FRAME_BYTES,
                                compress=False)
     await ws.prepare(request)
+    public_id = format_id(hosts.HOST.id_prefix, host_id)
     hello = await _hello(ws, services.settings.hello_timeout)
     if isinstance(hello, str):
         code = CloseCode.HELLO_TIMEOUT if hello.startswith("no hello") else \
             CloseCode.INVALID_MESSAGE
-        return await _close(ws, code, hello)
-    public_id = format_id(hosts.HOST.id_prefix, host_id)
-    await hosts.apply_hello(services.store, host, hello.facts,
-                            _agent_ip(request, hello.facts), hello.agent_version)
+        return await _close(ws, public_id, code, hello)
+    try:
+        await hosts.apply_hello(services.store, host, hello.facts,
+                                _agent_ip(request, hello.facts), hello.agent_version)
+    except Exception:
+        # A bug (the hello was valid): the agent still gets a close code, and retries.
+        log.exception("[host %s] could not record the agent's hello", public_id)
+        await ws.close(code=CloseCode.INTERNAL_ERROR,
+                       message=b"the server could not record this hello")
+        return ws
     agent_version = hello.agent_version
     # The session lives long: keep neither the facts nor the record in this frame.
     del host, hello
-    session = AgentSession(ws, host_id, public_id, services.settings.agent_queue_size,
-                           _reports(services, host_id))
+    session = AgentSession(ws, host_id, public_id, _reports(services, host_id))
     await services.hub.attach(session)
     session.log.info("agent %s connected from %s", agent_version, request.remote)
     try:

@@ -5,7 +5,8 @@ ticket; ``GET /v1/stream?token=...`` (a websocket) redeems it and relays bytes b
 Frames to the client: logs as text; exec output base64-encoded text, as Rancher's terminal
 expects. Frames from the client (exec): base64 text (or binary) for input, an empty frame for
 end of input, and ``{"resize": {"cols": C, "rows": R}}`` to resize the terminal. The socket
-closes with the command's exit code in the reason.
+closes with the command's exit code in the reason; a frame it cannot take closes it with 4400
+and the reason.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -25,13 +26,19 @@ from aiohttp import WSMsgType, web
 from server.agents.session import ServerStream
 from server.api.errors import Unauthorized
 from server.api.handlers import SERVICES
-from shared.errors import HostNotConnected, InstructionError
+from shared import protocol, wirejson
+from shared.errors import HostNotConnected, InstructionError, ProtocolError
+from shared.protocol import CloseCode
 
 if TYPE_CHECKING:
     from server.services import Services
 
+log = logging.getLogger("corral.streams")
 TICKET_SECONDS = 60.0
-MAX_CLIENT_FRAME = 1024 * 1024
+# Input as a terminal or a pipe sends it; base64 and the envelope keep it within the
+# streamData frame limit on its way to the agent.
+MAX_CLIENT_FRAME = 256 * 1024
+RESIZE_FORMAT = '{"resize": {"cols": C, "rows": R}}'
 
 
 @dataclass(frozen=True)
@@ -63,36 +70,76 @@ class StreamTickets:
             return None
         return ticket
 
+    def lookup(self, token: str) -> Ticket | None:
+        """A ticket good for many connections until it expires (the container proxy's)."""
+        ticket = self._tickets.get(token)
+        if ticket is None or ticket.expires < time.monotonic():
+            return None
+        return ticket
+
+
+class ClientFrameError(Exception):
+    """A frame from the stream's client that the stream cannot take; the reason is for it."""
+
+
+def parse_resize(text: str) -> tuple[int, int]:
+    """The terminal size of a ``{"resize": {"cols": C, "rows": R}}`` control frame."""
+    try:
+        frame = wirejson.loads(text)
+    except ProtocolError as exc:
+        raise ClientFrameError(f"control frame: {exc}") from None
+    resize = frame.get("resize") if isinstance(frame, dict) else None
+    if not isinstance(resize, dict):
+        raise ClientFrameError(f"control frames are {RESIZE_FORMAT}")
+    return _terminal_size(resize.get("cols")), _terminal_size(resize.get("rows"))
+
+
+def _terminal_size(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and \
+            0 < value <= protocol.MAX_TERMINAL_SIZE:
+        return value
+    raise ClientFrameError(f"control frames are {RESIZE_FORMAT}, C and R between 1 and "
+                           f"{protocol.MAX_TERMINAL_SIZE}")
+
+
+def parse_input(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):  # ValueError: text outside ASCII
+        raise ClientFrameError("input frames must be base64") from None
+
 
 async def _client_to_agent(ws: web.WebSocketResponse, stream: ServerStream) -> None:
+    """Relay the client's input and resizes until it leaves; a frame it cannot take closes
+    the socket with 4400 and the reason."""
     async for msg in ws:
-        if msg.type is WSMsgType.BINARY:
-            stream.write(msg.data)
-        elif msg.type is WSMsgType.TEXT:
-            text = msg.data.strip()
-            if text.startswith("{"):
-                try:
-                    resize = json.loads(text)["resize"]
-                    stream.resize(int(resize["cols"]), int(resize["rows"]))
-                except (ValueError, KeyError, TypeError):
-                    await ws.close(code=4400, message=b"control frames are "
-                                   b'{"resize": {"cols": C, "rows": R}}')
-                    return
-                continue
-            try:
-                stream.write(base64.b64decode(text, validate=True))
-            except binascii.Error:
-                await ws.close(code=4400, message=b"input frames must be base64")
-                return
+        try:
+            if msg.type is WSMsgType.BINARY:
+                await stream.write(msg.data)
+            elif msg.type is WSMsgType.TEXT:
+                text = msg.data.strip()
+                if text.startswith("{"):
+                    cols, rows = parse_resize(text)
+                    await stream.resize(cols, rows)
+                else:
+                    await stream.write(parse_input(text))
+        except ClientFrameError as exc:
+            await _close_quietly(ws, CloseCode.INVALID_MESSAGE, str(exc))
+            return
+        except HostNotConnected:
+            return  # the agent went away: its end of the stream ends it
 
 
 async def _agent_to_client(ws: web.WebSocketResponse, stream: ServerStream,
                            as_base64: bool) -> None:
-    while (chunk := await stream.output.get()) is not None:
-        if as_base64:
-            await ws.send_str(base64.b64encode(chunk).decode())
-        else:
-            await ws.send_str(chunk.decode("utf-8", errors="replace"))
+    try:
+        while (chunk := await stream.next_chunk()) is not None:
+            if as_base64:
+                await ws.send_str(base64.b64encode(chunk).decode())
+            else:
+                await ws.send_str(chunk.decode("utf-8", errors="replace"))
+    except (ConnectionError, RuntimeError) as exc:  # the client is gone
+        log.debug("stream %s: its client went away: %s", stream.id, exc)
 
 
 async def stream_socket(request: web.Request) -> web.StreamResponse:
@@ -113,7 +160,7 @@ async def _relay(ws: web.WebSocketResponse, services: Services,
                                                    "container", ticket.resource_id,
                                                    ticket.data)
     except HostNotConnected as exc:
-        await ws.close(code=1011, message=str(exc).encode()[:120])
+        await _close_quietly(ws, 1011, str(exc))
         return ws
     inbound = asyncio.create_task(_client_to_agent(ws, stream))
     outbound = asyncio.create_task(_agent_to_client(
@@ -123,6 +170,20 @@ async def _relay(ws: web.WebSocketResponse, services: Services,
     finally:
         stream.close()
         inbound.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await inbound
+    if ws.closed:  # the client left, or was refused a frame: nothing more to tell it
+        outbound.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await outbound
+        return ws
+    reason = await _outcome(stream, outbound)
+    await _close_quietly(ws, 1000, reason)
+    return ws
+
+
+async def _outcome(stream: ServerStream, outbound: asyncio.Task[None]) -> str:
+    """The reason to close with once the agent's side ended: the exit code when it has one."""
     reason = "stream ended"
     try:
         await asyncio.wait_for(outbound, 10)
@@ -133,7 +194,14 @@ async def _relay(ws: web.WebSocketResponse, services: Services,
         reason = str(exc) or "the stream did not end cleanly"
     finally:
         outbound.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        with contextlib.suppress(asyncio.CancelledError):
             await outbound
-    await ws.close(code=1000, message=reason.encode()[:120])
-    return ws
+    return reason
+
+
+async def _close_quietly(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+    """Close the client's socket; a client already gone is no error."""
+    try:
+        await ws.close(code=code, message=protocol.close_reason(reason))
+    except (ConnectionError, RuntimeError) as exc:
+        log.debug("stream socket already gone: %s", exc)
