@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from server.agents.endpoint import agent_connect
+from server.agents.proxy import PROXY_PATH, container_proxy
 from server.agents.registration import register, script, wheel
 from server.agents.streams import stream_socket
+from server.api.client_headers import client_headers
 from server.api.handlers import SERVICES, api, versions
 from server.api.web import api_middleware, json_response
 from server.bootstrap import banner
 from server.config import Settings
+from server.edge import handler_options
 from server.wiring import running_services
 from shared.protocol import AGENT_PATH
 
@@ -35,6 +38,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/scripts/{token}", script)
     app.router.add_get("/v1/scripts/{token}/{filename}", wheel)
     app.router.add_get("/v1/stream", stream_socket)
+    app.router.add_route("*", PROXY_PATH + r"/{token}{tail:(/.*)?}", container_proxy)
     app.router.add_route("*", r"/{version:v1|v2-beta}{tail:(/.*)?}", api)
 
 
@@ -56,7 +60,9 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[api_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[client_headers(settings.trusted_proxies), api_middleware],
+                          client_max_size=settings.max_body_bytes,
+                          handler_args=handler_options(settings))
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_services)
     app.on_shutdown.append(_close_sockets)

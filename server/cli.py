@@ -9,8 +9,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from server.config import Settings
 from server.store import StoreUnavailable
 from shared.logformat import formatter
@@ -90,10 +88,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "registration-command":
         sys.exit(asyncio.run(_print_registration(settings)))
     from server.app import create_app
+    from server.edge import serve
 
     try:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                    print=None, shutdown_timeout=5)
+        asyncio.run(serve(create_app(settings), settings))
     except StoreUnavailable as exc:
         print(f"corral-server: {exc}", file=sys.stderr)
         sys.exit(1)

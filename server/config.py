@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.api.client_headers import Network, parse_networks
 from server.security import Secret
 from server.store.urls import engine_url
 
@@ -31,6 +32,22 @@ class Settings:
     agent_queue_size: int = 256
     # The change log keeps at least this many entries (and every one younger than 10 min).
     change_log_keep: int = 100_000
+    # A connection must send a complete request head within this many seconds of opening or
+    # of its previous response, or it is closed (CORRAL_HEADER_TIMEOUT); idle keep-alive
+    # connections are closed after it too.
+    header_timeout: float = 10.0
+    # Longest request line (CORRAL_MAX_REQUEST_LINE) and header field (CORRAL_MAX_HEADER_FIELD)
+    # taken, in bytes; Rancher took about 16 KiB. Longer ones get 414 and 431.
+    max_request_line_bytes: int = 32 * 1024
+    max_header_field_bytes: int = 20 * 1024
+    # Proxies whose X-Forwarded-For names the client (CORRAL_TRUSTED_PROXIES); none by default.
+    trusted_proxies: tuple[Network, ...] = ()
+    # Failed authentications a client address may make at once, then this many per second;
+    # beyond that it gets 429 (server/api/throttle.py). Failures are summed up in the log
+    # once per interval per address.
+    auth_failure_burst: int = 20
+    auth_failure_rate: float = 1.0
+    auth_log_interval: float = 60.0
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
@@ -51,12 +68,27 @@ class Settings:
             port = int(str(pick("port", "CORRAL_PORT", 8080)))
             ping = float(str(pick("ping_interval", "CORRAL_PING_INTERVAL", 5.0)))
             grace = float(str(pick("disconnect_grace", "CORRAL_DISCONNECT_GRACE", 15.0)))
+            burst = int(str(pick("auth_failure_burst", "CORRAL_AUTH_FAILURE_BURST", 20)))
+            rate = float(str(pick("auth_failure_rate", "CORRAL_AUTH_FAILURE_RATE", 1.0)))
+            log_interval = float(str(pick("auth_log_interval", "CORRAL_AUTH_LOG_INTERVAL",
+                                          60.0)))
+            header_timeout = float(str(pick("header_timeout", "CORRAL_HEADER_TIMEOUT", 10.0)))
+            max_line = int(str(pick("max_request_line_bytes", "CORRAL_MAX_REQUEST_LINE",
+                                    32 * 1024)))
+            max_field = int(str(pick("max_header_field_bytes", "CORRAL_MAX_HEADER_FIELD",
+                                     20 * 1024)))
         except ValueError as exc:
             raise ValueError(f"bad number in settings: {exc}") from None
+        if header_timeout <= 0 or max_line < 1024 or max_field < 1024:
+            raise ValueError("the header timeout must be positive and the request line and "
+                             "header field limits at least 1024 bytes")
         if not 0 < port < 65536:
             raise ValueError(f"port {port} is out of range")
         if ping <= 0 or grace <= ping:
             raise ValueError("the ping interval must be positive and shorter than the grace")
+        if burst < 1 or rate <= 0 or log_interval <= 0:
+            raise ValueError("the failed-authentication burst, rate and log interval must be "
+                             "positive")
         public_url = pick("public_url", "CORRAL_PUBLIC_URL", None)
         database = pick("database_url", "CORRAL_DATABASE_URL", None) or None
         return cls(
@@ -70,4 +102,11 @@ class Settings:
             database_url=engine_url(str(database)) if database else None,
             ping_interval=ping,
             disconnect_grace=grace,
+            header_timeout=header_timeout,
+            max_request_line_bytes=max_line,
+            max_header_field_bytes=max_field,
+            trusted_proxies=parse_networks(environ.get("CORRAL_TRUSTED_PROXIES", "")),
+            auth_failure_burst=burst,
+            auth_failure_rate=rate,
+            auth_log_interval=log_interval,
         )

@@ -13,6 +13,8 @@ ResourceId = NewType("ResourceId", str)
 """The public form of an id, e.g. ``1h3``."""
 
 _ID_RE = re.compile(r"^(1[a-z]+)([1-9][0-9]{0,17})$")
+# Row numbers are 32-bit in the store (PostgreSQL's ``integer``): a larger one names nothing.
+MAX_ROW = 2**31 - 1
 
 
 def format_id(prefix: str, number: int) -> ResourceId:
@@ -25,7 +27,8 @@ def parse_id(value: str, prefix: str) -> int | None:
     match = _ID_RE.fullmatch(value)
     if match is None or match.group(1) != prefix:
         return None
-    return int(match.group(2))
+    number = int(match.group(2))
+    return number if number <= MAX_ROW else None
 
 
 def prefix_for(base_type: str) -> str:

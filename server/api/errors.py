@@ -11,6 +11,7 @@ Exception tree (every one renders as ``{"type": "error", "status", "code", "mess
     ├── Conflict            409  the resource changed meanwhile, or a unique key is taken
     ├── BodyTooLarge        413
     ├── ValidationError     422  Rancher's codes: MissingRequired, InvalidType, InvalidOption, ...
+    ├── TooManyRequests     429  too many failed authentications from the client's address
     └── Unavailable         503  a host or service needed for the request is not there
 """
 
@@ -82,6 +83,11 @@ class BodyTooLarge(ApiError):
 class ValidationError(ApiError):
     status = 422
     code = "InvalidBodyContent"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    code = "TooManyRequests"
 
 
 class Unavailable(ApiError):

@@ -6,6 +6,7 @@ Rancher's clients expect, but a known field with a bad modifier or value is a 42
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,10 +16,13 @@ from multidict import MultiMapping
 
 from server.api.errors import invalid
 from server.api.schema import Field, Schema
-from server.store.interface import Condition, Operator, ValueKind
+from server.store.interface import INDEXED_DATA, Condition, Operator, ValueKind
+from shared.ids import MAX_ROW
 
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
+MAX_LIMIT = 3000  # Rancher's own cap (its docs say 1000; its code says 3000)
+# Filter values go to the database as 64-bit integers.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 MODIFIERS: tuple[Operator, ...] = ("eq", "ne", "lt", "lte", "gt", "gte", "prefix", "like",
                                    "notlike", "null", "notnull")
 _RESERVED = frozenset({"limit", "marker", "sort", "order", "include", "action"})
@@ -29,6 +33,10 @@ FIELD_COLUMNS: Mapping[str, str] = {
     "state": "state", "removed": "removed", "transitioning": "transitioning",
     "created": "created",
 }
+# What a collection can be sorted on, as in Rancher: the indexed record columns, and the
+# indexed data columns (``INDEXED_DATA``) of the types that have those fields.
+SORT_COLUMNS = ("id", "name", "state", "created", "removed", "uuid", "kind", "description",
+                "transitioning", *INDEXED_DATA)
 
 
 @dataclass(frozen=True)
@@ -60,21 +68,48 @@ def _convert(name: str, spec: Field, raw: str) -> Any:
         match = _REFERENCE.match(raw)
         if match is None:
             raise invalid("InvalidFormat", name, f"filter {name} needs an id such as 1h5")
-        return int(match.group(1))
+        number = int(match.group(1))
+        return number if number <= MAX_ROW else -1    # beyond every row: matches nothing
     kind = value_kind(spec)
     try:
         if kind == "int":
-            return int(raw)
+            return _in_int_range(name, int(raw))
         if kind == "float":
-            return float(raw)
+            real = float(raw)
+            if not math.isfinite(real):
+                raise ValueError(raw)
+            return real
     except ValueError:
-        raise invalid("InvalidFormat", name, f"filter {name} needs a number, not {raw!r}") from None
+        raise invalid("InvalidFormat", name, f"filter {name} needs a number") from None
     if kind == "bool":
         lowered = raw.lower()
         if lowered not in ("true", "false"):
             raise invalid("InvalidFormat", name, f"filter {name} needs true or false")
         return lowered == "true"
+    if "\x00" in raw or not _encodable(raw):
+        raise invalid("InvalidCharacters", name, f"filter {name} has characters that cannot "
+                                                 "be stored")
     return raw
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _in_int_range(name: str, value: int) -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise invalid("InvalidFormat", name, f"{name} does not fit in a 64-bit integer")
+    return value
+
+
+def sortable_fields(schema: Schema) -> list[str]:
+    """The fields a collection of ``schema`` can be sorted on (its ``sortLinks``)."""
+    fields = schema.all_fields
+    return [name for name in SORT_COLUMNS if name in fields]
 
 
 def _split(param: str, fields: Mapping[str, Field]) -> tuple[str, Operator] | None:
@@ -134,7 +169,7 @@ def parse_collection_query(schema: Schema, params: MultiMapping[str]) -> Collect
                                         else value_kind(spec)))
             filters.setdefault(name, []).append({"modifier": modifier, "value": raw})
     sort = params.get("sort") or None
-    if sort is not None and (sort not in fields or not fields[sort].filterable):
+    if sort is not None and sort not in sortable_fields(schema):
         raise invalid("InvalidOption", "sort", f"{schema.id} cannot be sorted by {sort!r}")
     order = (params.get("order") or "asc").lower()
     if order not in ("asc", "desc"):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 
 from server.api.errors import (
     ApiError,
@@ -17,12 +21,17 @@ from server.api.errors import (
     NotFound,
     Unauthorized,
     ValidationError,
+    invalid,
 )
 
 log = logging.getLogger(__name__)
 
 SCHEMAS_URL_KEY = web.RequestKey("schemas_url", str)
 VERSIONS = ("v1", "v2-beta")
+# Rancher's bodies are a few levels deep; the bound keeps every later walk of a body (the
+# parser's, validation's, the store's encoder) far from the recursion limit.
+MAX_JSON_DEPTH = 64
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def origin(request: web.Request) -> str:
@@ -44,18 +53,93 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, whatever its Content-Type; None when empty."""
+    """The request body as JSON, whatever its Content-Type; None when empty. A body the store
+    could not keep (too deep, a string that is not Unicode text, a number out of range) is a
+    422 here, before anything looks at it."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge("request body too large") from None
+    except (aiohttp.ClientPayloadError, RequestPayloadError, ConnectionError) as exc:
+        raise BadRequest(f"the request body could not be read: {exc}") from None
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"the request body is not valid JSON: {exc}",
                               code="InvalidBodyContent") from None
+    check_json_tree(body)
+    return body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _too_deep() -> ValidationError:
+    return ValidationError(f"the request body is nested more than {MAX_JSON_DEPTH} levels deep",
+                           code="InvalidBodyContent")
+
+
+def check_json_tree(body: Any) -> None:
+    """Walk a parsed body without recursion: bound its depth, and refuse strings that are not
+    storable text (lone surrogates, NUL) and numbers the store cannot hold. The error names the
+    top-level field the bad value sits under."""
+    stack: list[tuple[Any, int, str | None]] = [(body, 1, None)]
+    while stack:
+        value, depth, field_name = stack.pop()
+        if isinstance(value, dict):
+            if depth > MAX_JSON_DEPTH:
+                raise _too_deep()
+            for key, item in value.items():
+                name = field_name if field_name is not None else _printable(key)
+                _check_string(key, name)
+                stack.append((item, depth + 1, name))
+        elif isinstance(value, list):
+            if depth > MAX_JSON_DEPTH:
+                raise _too_deep()
+            stack.extend((item, depth + 1, field_name) for item in value)
+        elif isinstance(value, str):
+            _check_string(value, field_name)
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+            raise invalid("InvalidFormat", field_name, f"{field_name or 'the body'} holds a "
+                                                       "number that does not fit in 64 bits")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise invalid("InvalidFormat", field_name,
+                          f"{field_name or 'the body'} holds a number out of range")
+
+
+def _check_string(text: str, field_name: str | None) -> None:
+    if "\x00" in text or (not text.isascii() and not _encodable(text)):
+        raise invalid("InvalidCharacters", field_name,
+                      f"{field_name or 'the body'} holds characters that are not text "
+                      "(a lone surrogate or NUL)")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(key: str) -> str:
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def header_safe(value: str) -> str:
+    """A header value with control and non-ASCII characters percent-encoded: request text (a
+    path segment, a forwarded host) never splits or breaks a response header."""
+    if value.isascii() and value.isprintable():
+        return value
+    return "".join(ch if " " <= ch < "\x7f" else quote(ch, safe="", errors="backslashreplace")
+                   for ch in value)
 
 
 def error_response(request: web.Request, error: ApiError) -> web.Response:
@@ -93,6 +177,14 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         log.exception("unhandled error serving %s %s", request.method, request.path)
         response = error_response(request, ApiError("internal server error"))
     if not response.prepared:
-        response.headers["X-API-Schemas"] = request.get(SCHEMAS_URL_KEY) \
-            or default_schemas_url(request)
+        response.headers["X-API-Schemas"] = header_safe(
+            request.get(SCHEMAS_URL_KEY) or default_schemas_url(request))
+        _sanitise_headers(response)
     return response
+
+
+def _sanitise_headers(response: web.StreamResponse) -> None:
+    # Whatever a handler put in a header, it must not make aiohttp drop the connection.
+    for name, value in list(response.headers.items()):
+        if any(ch < " " or ch == "\x7f" for ch in value):
+            response.headers[name] = header_safe(value)

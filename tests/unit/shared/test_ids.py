@@ -31,10 +31,15 @@ def test_format_id_joins_prefix_and_row_number(prefix: str, number: int, text: s
     assert format_id(prefix, number) == text
 
 
-@pytest.mark.parametrize("number", [1, 9, 10, 1234, 10**17, 10**18 - 1])
+@pytest.mark.parametrize("number", [1, 9, 10, 1234, 2**31 - 1])
 @pytest.mark.parametrize("prefix", ["1h", "1sp", "1rt"])
 def test_parse_id_reads_back_what_format_id_wrote(prefix: str, number: int) -> None:
     assert parse_id(format_id(prefix, number), prefix) == number
+
+
+@pytest.mark.parametrize("number", [2**31, 10**17, 10**18 - 1])
+def test_a_row_number_beyond_the_store_s_32_bits_names_nothing(number: int) -> None:
+    assert parse_id(format_id("1h", number), "1h") is None
 
 
 @pytest.mark.parametrize(("value", "prefix"), [
