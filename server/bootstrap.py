@@ -1,5 +1,13 @@
-"""First start: the admin account, the Default environment, its registration token and the
-admin API key. Later starts only make sure an admin key given in the environment works."""
+"""Start-up: make sure there is an active admin account with an API key, in one transaction.
+
+On the first start that is the admin account, the Default environment, its registration
+token and the admin API key. A later start only makes sure an admin key given in the
+environment (``CORRAL_ADMIN_*``) works: it belongs to the active admin, is active and has the
+given secret. Should no active admin be left (a store from before the last admin was
+protected), a new one is made, in the old admin's Default environment if it is still there.
+All of it commits together or not at all, and a second run changes nothing, so a start
+killed half-way, or a second server starting at the same moment, leaves a usable store.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +24,9 @@ from server.resources.credentials import (
     registration_url,
 )
 from server.security import ServerKey, digest, new_access_key, new_secret_key
-from server.store import Condition, NewRecord, Query, Record, Store, Transaction
+from server.store import Condition, Conflict, NewRecord, Query, Record, Store, Transaction
+from server.store.interface import Reader
+from shared.ids import format_id
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +62,7 @@ def _primary_address() -> str:
     return "127.0.0.1"
 
 
-async def _admin(store: Store) -> Record | None:
+async def _admin(store: Reader) -> Record | None:
     found = await store.list(Query(types=["account"], limit=1, conditions=[
         Condition("kind", "eq", "admin"), Condition("state", "eq", "active")]))
     return found[0] if found else None
@@ -69,50 +79,103 @@ async def default_token(store: Store, server_key: ServerKey) -> str | None:
     return server_key.registration_token(tokens[0].uuid) if tokens else None
 
 
-async def bootstrap(store: Store, settings: Settings, server_key: ServerKey) -> FirstStart | None:
-    admin = await _admin(store)
-    if admin is not None:
-        await _ensure_env_key(store, settings, admin)
-        return None
-    token_uuid = str(uuid.uuid4())
-    token = server_key.registration_token(token_uuid)
-    if settings.admin_access_key and settings.admin_secret_key:
-        access, secret, shown = (settings.admin_access_key, settings.admin_secret_key.value,
-                                 None)
-    else:
-        access, secret = new_access_key(), new_secret_key()
-        shown = secret
+@dataclass(frozen=True)
+class _Keys:
+    """The admin key to make sure of, and the registration token a new environment gets."""
 
-    async def first_records(tx: Transaction) -> None:
-        # All or nothing: a start killed half-way leaves no admin without a key.
-        admin = await tx.create(NewRecord(type="account", kind="admin", state="active",
-                                          name="admin"))
+    access: str
+    secret: str
+    from_env: bool
+    token_uuid: str
+    token: str
+
+
+async def bootstrap(store: Store, settings: Settings, server_key: ServerKey) -> FirstStart | None:
+    """Make sure of the admin and its key; what to tell the operator when an admin was made."""
+    if settings.admin_access_key and settings.admin_secret_key:
+        access, secret, from_env = (settings.admin_access_key,
+                                    settings.admin_secret_key.value, True)
+    else:
+        access, secret, from_env = new_access_key(), new_secret_key(), False
+    token_uuid = str(uuid.uuid4())
+    keys = _Keys(access, secret, from_env, token_uuid,
+                 server_key.registration_token(token_uuid))
+    for attempt in range(_ATTEMPTS):
+        try:
+            made = await store.transact(lambda tx: _ensure_admin(tx, keys))
+            break
+        except Conflict:
+            # Another server bootstrapped the same store meanwhile: look again.
+            if attempt == _ATTEMPTS - 1:
+                raise
+    if made is None:
+        return None
+    origin = public_origin(settings)
+    token = server_key.registration_token(made)
+    command = registration_commands(registration_url(origin, token))["command"]
+    return FirstStart(access_key=access, secret_key=None if from_env else secret,
+                      api_url=f"{origin}/v1", command=command)
+
+
+_ATTEMPTS = 3
+
+
+async def _ensure_admin(tx: Transaction, keys: _Keys) -> str | None:
+    """When an admin account had to be made, the uuid of its environment's registration
+    token; None when there was one (then only the env key was seen to)."""
+    admin = await _admin(tx)
+    if admin is not None:
+        if keys.from_env:
+            await _ensure_key(tx, admin, keys)
+        return None
+    earlier = await tx.list(Query(types=["account"], limit=1,
+                                  conditions=[Condition("kind", "eq", "admin")]))
+    admin = await tx.create(NewRecord(type="account", kind="admin", state="active",
+                                      name="admin"))
+    project = await _former_default(tx)
+    if project is None:
         project = await tx.create(NewRecord(type="project", kind="project", state="active",
                                             name="Default", data={"orchestration": "cattle"}))
-        await tx.update(admin.id, {}, {"defaultProjectId": project.id})
-        await tx.create(registration_token_record(project.id, token_uuid, token))
-        await tx.create(api_key_record(admin.id, access, secret, "admin"))
+    tokens = await tx.list(Query(types=["registrationToken"], project_id=project.id, limit=1,
+                                 conditions=[Condition("state", "eq", "active")]))
+    token = tokens[0] if tokens else await tx.create(
+        registration_token_record(project.id, keys.token_uuid, keys.token))
+    await tx.update(admin.id, {}, {"defaultProjectId": project.id})
+    await _ensure_key(tx, admin, keys)
+    if earlier:
+        log.warning("no active admin account was left: created admin account %s",
+                    format_id("1a", admin.id))
+    else:
+        log.info("first start: created the admin account, the Default environment and keys")
+    return token.uuid
 
-    await store.transact(first_records)
-    origin = public_origin(settings)
-    command = registration_commands(registration_url(origin, token))["command"]
-    log.info("first start: created the admin account, the Default environment and keys")
-    return FirstStart(access_key=access, secret_key=shown, api_url=f"{origin}/v1",
-                      command=command)
+
+async def _former_default(tx: Transaction) -> Record | None:
+    """The Default environment of an earlier admin, if it is still there."""
+    for account in await tx.list(Query(types=["account"], limit=100, conditions=[
+            Condition("kind", "eq", "admin")])):
+        number = account.data.get("defaultProjectId")
+        project = await tx.get(number) if isinstance(number, int) else None
+        if project is not None and project.type == "project" and project.removed is None:
+            return project
+    return None
 
 
-async def _ensure_env_key(store: Store, settings: Settings, admin: Record) -> None:
-    access, secret = settings.admin_access_key, settings.admin_secret_key
-    if not access or secret is None:
-        return
-    existing = await store.get_by_lookup("apiKey", access)
+async def _ensure_key(tx: Transaction, admin: Record, keys: _Keys) -> None:
+    """The admin key exists, is the admin's, is active and has the given secret."""
+    existing = await tx.get_by_lookup("apiKey", keys.access)
     if existing is None:
-        await store.create(api_key_record(admin.id, access, secret.value, "admin"))
-        log.info("added the admin API key given in the environment")
-    elif existing.data.get("secretHash") != digest(secret.value) or existing.state != "active":
-        await store.update(existing.id, {"state": "active", "removed": None},
-                           {"secretHash": digest(secret.value)})
-        log.info("updated the admin API key given in the environment")
+        await tx.create(api_key_record(admin.id, keys.access, keys.secret, "admin"))
+        if keys.from_env:
+            log.info("added the admin API key given in the environment")
+        return
+    wanted = {"state": "active", "removed": None, "transitioning": "no",
+              "transitioning_message": None, "account_id": admin.id}
+    if existing.data.get("secretHash") == digest(keys.secret) and \
+            all(getattr(existing, name) == value for name, value in wanted.items()):
+        return
+    await tx.update(existing.id, wanted, {"secretHash": digest(keys.secret)})
+    log.info("updated the admin API key given in the environment")
 
 
 def banner(first: FirstStart) -> str:

@@ -1,8 +1,16 @@
 """Generic REST handlers for every resource type: versions, schemas, collections, resources,
-actions. Paths are parsed here, so project scoping works the same under every collection."""
+actions. Paths are parsed here, so project scoping works the same under every collection.
+
+An environment is in scope when the request names it (``/v1/projects/1a5/...`` or the
+``X-API-Project-Id`` header): then everything stays in it. Without one, a principal that
+reaches everywhere (the admin) lists across environments, filters by ``accountId`` and
+creates where ``accountId`` says (else in its Default environment); a resource read by id is
+acted on in its own environment, whichever that is.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -11,18 +19,26 @@ from aiohttp import web
 from server import operations
 from server.api import policy
 from server.api.auth import authenticate_api
+from server.api.client_headers import ACCOUNT_ID_KEY
 from server.api.context import Principal, RequestContext
-from server.api.errors import MethodNotAllowed, NotFound
+from server.api.errors import MethodNotAllowed, NotFound, invalid
 from server.api.policy import Verb
 from server.api.query import FIELD_COLUMNS, parse_collection_query, value_kind
-from server.api.render import render_collection, render_resource
+from server.api.render import (
+    embed_included,
+    render_collection,
+    render_link,
+    render_resource,
+    render_with_included,
+)
 from server.api.schema import Scope
 from server.api.subscribe import subscribe
+from server.api.throttle import CredentialKind
 from server.api.types import ResourceType
 from server.api.web import SCHEMAS_URL_KEY, VERSIONS, json_response, origin, read_json
 from server.caller import Caller
 from server.services import Services
-from server.store import Query, Record
+from server.store import Condition, Query, Record
 from shared.ids import format_id, parse_id
 
 SERVICES = web.AppKey("services", Services)
@@ -42,21 +58,29 @@ async def versions(request: web.Request) -> web.Response:
                           "createDefaults": {}, "data": data})
 
 
-async def _project(services: Services, principal: Principal, raw: str | None) -> Record | None:
-    async def project_record(number: int) -> Record | None:
-        return await services.projects.get(number, lambda: services.store.get(number))
+async def _project_record(services: Services, number: int) -> Record | None:
+    return await services.projects.get(number, lambda: services.store.get(number))
 
+
+async def _project(services: Services, principal: Principal, raw: str | None) -> Record | None:
     if raw is None:
         if principal.default_project_id is None:
             return None
-        project = await project_record(principal.default_project_id)
+        project = await _project_record(services, principal.default_project_id)
         return project if project is not None and project.removed is None else None
     number = parse_id(raw, PROJECT_PREFIX)
-    project = await project_record(number) if number is not None else None
+    project = await _project_record(services, number) if number is not None else None
     if project is None or project.type != "project" or \
             not policy.can_enter_project(principal, project):
         raise NotFound(f"environment {raw} not found")
     return project
+
+
+def _project_link(services: Services, segments: list[str]) -> bool:
+    """``/projects/<id>/<name>`` names a project's own link (``hostStats``), not a
+    collection scoped to that project."""
+    project = services.types.schema("project")
+    return len(segments) == 3 and project is not None and segments[2] in project.links
 
 
 async def api(request: web.Request) -> web.StreamResponse:
@@ -65,15 +89,20 @@ async def api(request: web.Request) -> web.StreamResponse:
     version_url = f"{origin(request)}/{version}"
     segments = [s for s in request.match_info["tail"].split("/") if s]
     scoped = None
-    if len(segments) >= 3 and segments[0] == "projects":
+    if len(segments) >= 3 and segments[0] == "projects" and not _project_link(services,
+                                                                             segments):
         scoped, segments = segments[1], segments[2:]
     base_url = f"{version_url}/projects/{scoped}" if scoped else version_url
     request[SCHEMAS_URL_KEY] = f"{base_url}/schemas"
     if len(segments) == 2 and segments[0] == "projects" and not scoped:
         # A client built on an environment's URL discovers that environment's schemas.
         request[SCHEMAS_URL_KEY] = f"{version_url}/projects/{segments[1]}/schemas"
-    principal = await authenticate_api(services.store, request.headers.get("Authorization"),
-                                       services.key_cache)
+    header = request.headers.get("Authorization")
+    principal = await services.auth_guard.attempt_for(
+        request, header, CredentialKind.API_KEY,
+        lambda: authenticate_api(services.store, header, services.key_cache))
+    if principal.account_id is not None:
+        request[ACCOUNT_ID_KEY] = format_id(PROJECT_PREFIX, principal.account_id)
     header_project = request.headers.get("X-API-Project-Id") or None
     project = await _project(services, principal, scoped or header_project)
     caller = Caller(services=services, actor=principal.actor, project=project,
@@ -105,7 +134,8 @@ async def api(request: web.Request) -> web.StreamResponse:
             if request.method != "GET":
                 raise MethodNotAllowed("links are read with GET")
             record = await load(ctx, rtype, resource_id)
-            return json_response(await rtype.follow_link(ctx.caller, record, link))
+            return json_response(await render_link(await _in_record_env(ctx, rtype, record),
+                                                   rtype, record, link))
         case _:
             raise NotFound(f"no such resource: {request.path}")
 
@@ -146,31 +176,53 @@ def _type(services: Services, principal: Principal, collection: str) -> Resource
     return rtype
 
 
+def _spans(ctx: RequestContext) -> bool:
+    """Whether this request reaches every environment and account (no scope named)."""
+    return not ctx.explicit_project and policy.reaches_everywhere(ctx.principal)
+
+
 def _scope_filter(ctx: RequestContext, rtype: ResourceType) -> dict[str, Any]:
     scope = rtype.schema.scope
+    if scope is Scope.GLOBAL or _spans(ctx):
+        return {}
     if scope is Scope.PROJECT:
         if ctx.project is None:
             return {"project_id": -1}
         return {"project_id": ctx.project.id}
-    if scope is Scope.ACCOUNT:
-        return {"account_id": ctx.principal.account_id}
-    return {}
+    return {"account_id": ctx.principal.account_id}
+
+
+def _owner_column(rtype: ResourceType) -> str:
+    """The record column ``accountId`` stands for in a type's collection."""
+    return "project_id" if rtype.schema.scope is Scope.PROJECT else "account_id"
+
+
+def _owner_conditions(rtype: ResourceType, conditions: list[Condition]) -> list[Condition]:
+    column = _owner_column(rtype)
+    return [dataclasses.replace(c, field=column, kind="int") if c.field == "accountId" else c
+            for c in conditions]
 
 
 async def _list(request: web.Request, ctx: RequestContext, rtype: ResourceType) -> web.Response:
     policy.check(ctx.principal, Verb.LIST, rtype.schema)
     cq = parse_collection_query(rtype.schema, request.query)
     sort_field = rtype.schema.all_fields.get(cq.sort) if cq.sort else None
+    sort = "id"
+    if cq.sort == "accountId":
+        sort = _owner_column(rtype)
+    elif cq.sort:
+        sort = FIELD_COLUMNS.get(cq.sort, cq.sort)
     records = await ctx.services.store.list(Query(
-        types=[rtype.schema.id], conditions=cq.conditions,
+        types=[rtype.schema.id], conditions=_owner_conditions(rtype, cq.conditions),
         removed_since=int(time.time() * 1000) - REMOVED_LISTED_MS,
-        sort=FIELD_COLUMNS.get(cq.sort, cq.sort) if cq.sort else "id",
-        sort_kind=value_kind(sort_field) if sort_field is not None else "int",
+        sort=sort, sort_kind=value_kind(sort_field) if sort_field is not None else "int",
         descending=cq.descending, limit=cq.limit + 1, offset=cq.offset,
         **_scope_filter(ctx, rtype)))
     has_more = len(records) > cq.limit
-    return json_response(render_collection(ctx, rtype, records[:cq.limit], cq, request.query,
-                                           has_more))
+    body = render_collection(ctx, rtype, records[:cq.limit], cq, request.query, has_more)
+    await embed_included(ctx, rtype, records[:cq.limit], body["data"],
+                         request.query.getall("include", []))
+    return json_response(body)
 
 
 async def _create(request: web.Request, ctx: RequestContext,
@@ -178,8 +230,58 @@ async def _create(request: web.Request, ctx: RequestContext,
     policy.check(ctx.principal, Verb.CREATE, rtype.schema)
     if "POST" not in rtype.schema.collection_methods:
         raise MethodNotAllowed(f"{rtype.schema.plural_name} cannot be created through the API")
-    record = await operations.create(ctx.caller, rtype.schema.id, await read_json(request))
+    body = await read_json(request)
+    caller = await _creating_caller(ctx, rtype, body)
+    record = await operations.create(caller, rtype.schema.id, body)
     return json_response(render_resource(ctx, rtype, record), status=201)
+
+
+async def _creating_caller(ctx: RequestContext, rtype: ResourceType, body: Any) -> Caller:
+    """Who creates, and where: the request's caller, moved to the environment or account
+    the body's ``accountId`` names."""
+    scope = rtype.schema.scope
+    raw = body.get("accountId") if isinstance(body, dict) else None
+    if raw is None or scope is Scope.GLOBAL:
+        return ctx.caller
+    owner = await _named_owner(ctx, rtype, raw)
+    if scope is Scope.ACCOUNT:
+        return dataclasses.replace(ctx.caller, account_id=owner.id)
+    if ctx.explicit_project and ctx.project is not None and owner.id != ctx.project.id:
+        raise invalid("InvalidReference", "accountId",
+                      f"accountId {raw} is not the environment in scope "
+                      f"({format_id(PROJECT_PREFIX, ctx.project.id)})")
+    return dataclasses.replace(ctx.caller, project=owner)
+
+
+async def _named_owner(ctx: RequestContext, rtype: ResourceType, raw: Any) -> Record:
+    """The environment (or, for account-scoped types, the account) ``accountId`` names;
+    a 422 InvalidReference unless it exists, is not removed and the caller reaches it."""
+    wanted = "project" if rtype.schema.scope is Scope.PROJECT else "account"
+    number = parse_id(raw, PROJECT_PREFIX) if isinstance(raw, str) else None
+    owner = await ctx.services.store.get(number) if number is not None else None
+    if owner is not None and owner.type == wanted:
+        reachable = policy.can_enter_project(ctx.principal, owner) if wanted == "project" \
+            else policy.can_act_for(ctx.principal, owner)
+        if reachable:
+            return owner
+    what = "an active environment" if wanted == "project" else "an account"
+    raise invalid("InvalidReference", "accountId", f"accountId {raw!r} is not {what}")
+
+
+async def _caller_for(ctx: RequestContext, rtype: ResourceType, record: Record) -> Caller:
+    """The request's caller, acting in the environment of ``record``."""
+    if rtype.schema.scope is not Scope.PROJECT or record.project_id is None or \
+            (ctx.project is not None and ctx.project.id == record.project_id):
+        return ctx.caller
+    project = await _project_record(ctx.services, record.project_id)
+    return dataclasses.replace(ctx.caller, project=project)
+
+
+async def _in_record_env(ctx: RequestContext, rtype: ResourceType,
+                         record: Record) -> RequestContext:
+    """``ctx`` with its caller acting in the environment of ``record`` (links, includes)."""
+    caller = await _caller_for(ctx, rtype, record)
+    return ctx if caller is ctx.caller else dataclasses.replace(ctx, caller=caller)
 
 
 async def load(ctx: RequestContext, rtype: ResourceType, resource_id: str) -> Record:
@@ -201,20 +303,23 @@ async def _resource(request: web.Request, ctx: RequestContext, rtype: ResourceTy
     record = await load(ctx, rtype, resource_id)
     action = request.query.get("action")
     if request.method == "GET":
-        return json_response(render_resource(ctx, rtype, record))
+        return json_response(await render_with_included(
+            await _in_record_env(ctx, rtype, record), rtype, record,
+            request.query.getall("include", [])))
+    caller = await _caller_for(ctx, rtype, record)
     if request.method == "POST" and action:
         policy.check(ctx.principal, Verb.ACTION, schema, record)
-        result = await operations.act(ctx.caller, record, action, await read_json(request))
+        result = await operations.act(caller, record, action, await read_json(request))
         if isinstance(result, Record):
             return json_response(render_resource(ctx, rtype, result))
         return json_response(result)
     if request.method == "PUT" and "PUT" in schema.resource_methods:
         policy.check(ctx.principal, Verb.UPDATE, schema, record)
-        updated = await operations.update(ctx.caller, record, await read_json(request))
+        updated = await operations.update(caller, record, await read_json(request))
         return json_response(render_resource(ctx, rtype, updated))
     if request.method == "DELETE" and "DELETE" in schema.resource_methods:
         policy.check(ctx.principal, Verb.DELETE, schema, record)
-        removed = await operations.remove(ctx.caller, record)
+        removed = await operations.remove(caller, record)
         return json_response(render_resource(ctx, rtype, removed))
     if request.method == "POST":
         raise MethodNotAllowed("POST on a resource needs ?action=<name>")

@@ -1,7 +1,9 @@
 """Authorization: the one place that decides who may do what, where.
 
 Today an admin may do everything and no other principal may use the REST resources; roles and
-environment members will be added here, and nowhere else.
+environment members will be added here, and nowhere else. As in Rancher, the admin with no
+environment in scope reaches every environment and account: it lists across them, filters
+by ``accountId`` and creates where ``accountId`` says.
 """
 
 from __future__ import annotations
@@ -47,3 +49,16 @@ def can_see(principal: Principal, schema: Schema, record: Record) -> bool:
 
 def can_enter_project(principal: Principal, project: Record) -> bool:
     return principal.kind is PrincipalKind.ADMIN and project.state == "active"
+
+
+def reaches_everywhere(principal: Principal) -> bool:
+    """Whether the principal, with no environment in scope, works across all of them."""
+    return principal.kind is PrincipalKind.ADMIN
+
+
+def can_act_for(principal: Principal, account: Record) -> bool:
+    """Whether the principal may make things (an API key) that belong to ``account``."""
+    if account.type != "account" or account.removed is not None or \
+            account.state in ("removed", "purged"):
+        return False
+    return principal.kind is PrincipalKind.ADMIN or account.id == principal.account_id

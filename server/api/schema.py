@@ -45,6 +45,11 @@ class Field:
     max_length: int | None = None
     unique: bool = False
     filterable: bool = True
+    # Read as Rancher's converter read it: one value for a one-element list, an integer for
+    # a string (``ports: 80``). Only where Rancher's clients rely on it.
+    lenient: bool = False
+    # The filter modifiers, where they differ from those of the field's type.
+    filter_modifiers: tuple[str, ...] | None = None
 
     def render(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "nullable": self.nullable,
@@ -64,6 +69,8 @@ class Field:
 
     @property
     def modifiers(self) -> tuple[str, ...]:
+        if self.filter_modifiers is not None:
+            return self.filter_modifiers
         if self.type in ("int", "float", "date"):
             return NUMBER_MODIFIERS
         if self.type == "boolean":
@@ -117,6 +124,11 @@ class Schema:
     prefix: str | None = None
     # Types with no collection of their own (action inputs and outputs, embedded objects).
     embedded: bool = False
+    # Links every resource has that ``?include=`` can embed (``ResourceType.linked``).
+    links: tuple[str, ...] = ()
+    # Endpoints served by a handler of their own (``subscribe``): a collection URL and
+    # methods, but only the fields declared here, none of a stored resource's.
+    bare: bool = False
 
     @property
     def base(self) -> str:
@@ -139,10 +151,13 @@ class Schema:
     @property
     def all_fields(self) -> Mapping[str, Field]:
         """Common fields, overridden and extended by the type's own."""
-        if self.embedded:
+        if self.embedded or self.bare:
             return self.fields
         merged = dict(COMMON_FIELDS)
         merged["state"] = replace(COMMON_FIELDS["state"], options=self.states or None)
+        if self.scope is not Scope.GLOBAL:
+            # Rancher's admin lists across environments and accounts, and narrows by owner.
+            merged["accountId"] = replace(COMMON_FIELDS["accountId"], filterable=True)
         merged.update(self.fields)
         return merged
 
@@ -173,8 +188,24 @@ class Schema:
                 name: {"modifiers": list(f.modifiers)}
                 for name, f in fields.items() if f.filterable
             },
-            "includeableLinks": [],
+            "includeableLinks": list(self.links),
         }
+
+
+# ``/v1/subscribe``, the change stream (server/api/subscribe.py), described as Rancher does.
+SUBSCRIBE = Schema(
+    id="subscribe",
+    scope=Scope.GLOBAL,
+    plural="subscribe",
+    bare=True,
+    collection_methods=("GET", "POST"),
+    fields={
+        "eventNames": Field(type="array[string]", create=True, nullable=False, min_length=1,
+                            filter_modifiers=("eq",)),
+        # In the admin's schema (go-rancher's client has it); the project role lacks it.
+        "agentId": Field(type="reference[agent]", create=True, filterable=False),
+    },
+)
 
 
 class SchemaRegistry:

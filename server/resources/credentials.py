@@ -1,4 +1,10 @@
-"""Credentials: API keys (secret shown once, stored hashed) and registration tokens."""
+"""Credentials: API keys (secret shown once, stored hashed) and registration tokens.
+
+Both are created ``registering`` and activated by the runner (see ``registered``). An API key
+belongs to the account acting, or to the account its ``accountId`` names (an admin making a
+key for another account); a ``publicValue`` and ``secretValue`` given on create are the key's,
+as in Rancher.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ import uuid
 from typing import Any
 
 from server.api.context import RequestContext
+from server.api.errors import invalid
 from server.api.schema import Field, Schema, Scope
-from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType
+from server.api.types import ResourceType
 from server.caller import Caller
+from server.resources.registered import REGISTERED_ACTIONS, REGISTERED_STATES, RegisteredType
 from server.security import digest, new_access_key, new_secret_key
 from server.store import NewRecord, Record
 
@@ -18,11 +26,13 @@ API_KEY = Schema(
     base_type="credential",
     scope=Scope.ACCOUNT,
     fields={
-        "publicValue": Field(),
-        "secretValue": Field(type="password", filterable=False),
+        # Generated unless given; the access key of Basic auth, so without a colon.
+        "publicValue": Field(create=True, min_length=1, max_length=255),
+        "secretValue": Field(type="password", create=True, filterable=False, min_length=1,
+                             max_length=4096),
     },
-    states=TEMPLATE_STATES,
-    actions=TEMPLATE_ACTIONS,
+    states=REGISTERED_STATES,
+    actions=REGISTERED_ACTIONS,
     collection_methods=("GET", "POST"),
     resource_methods=("GET", "PUT", "DELETE"),
 )
@@ -37,8 +47,8 @@ REGISTRATION_TOKEN = Schema(
         "command": Field(filterable=False),
         "installCommand": Field(filterable=False),
     },
-    states=TEMPLATE_STATES,
-    actions=TEMPLATE_ACTIONS,
+    states=REGISTERED_STATES,
+    actions=REGISTERED_ACTIONS,
     collection_methods=("GET", "POST"),
     resource_methods=("GET", "PUT", "DELETE"),
 )
@@ -51,13 +61,20 @@ def api_key_record(account_id: int, access: str, secret: str, name: str | None) 
                      data={"publicValue": access, "secretHash": digest(secret)})
 
 
-class ApiKeyType(ResourceType):
+class ApiKeyType(RegisteredType):
     async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
-        access, secret = new_access_key(), new_secret_key()
+        access = values.get("publicValue") or new_access_key()
+        secret = values.get("secretValue") or new_secret_key()
+        if ":" in access:
+            raise invalid("InvalidCharacters", "publicValue",
+                          "publicValue is the access key of HTTP Basic auth: no colon")
+        if await caller.store.get_by_lookup("apiKey", access) is not None:
+            raise invalid("NotUnique", "publicValue", "an API key with that publicValue exists")
         assert caller.account_id is not None
         new = api_key_record(caller.account_id, access, secret, values.get("name"))
-        record = await caller.store.create(
-            dataclasses.replace(new, description=values.get("description")))
+        record = await self.store_registering(
+            caller, dataclasses.replace(new, description=values.get("description")),
+            unique_field="publicValue")
         caller.reveal[record.id] = {"secretValue": secret}
         return record
 
@@ -79,14 +96,14 @@ def registration_commands(url: str) -> dict[str, str]:
     }
 
 
-class RegistrationTokenType(ResourceType):
+class RegistrationTokenType(RegisteredType):
     async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
         project_id, _ = self.owner(caller)
         assert project_id is not None
         token_uuid = str(uuid.uuid4())
         token = caller.services.server_key.registration_token(token_uuid)
         new = registration_token_record(project_id, token_uuid, token)
-        return await caller.store.create(dataclasses.replace(
+        return await self.store_registering(caller, dataclasses.replace(
             new, name=values.get("name"), description=values.get("description")))
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:

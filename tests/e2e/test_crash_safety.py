@@ -79,6 +79,8 @@ class Resource:
                 found.add(write.values[name])
                 if write.acknowledged:
                     break
+        if name == "state" and "registering" in found:
+            found.add("active")  # the runner activates what was created registering
         return found
 
     def state(self) -> str:
@@ -125,11 +127,13 @@ def plan(rng: random.Random, owned: list[Resource], tag: str) -> Planned:
     if not owned or rng.random() < 0.35:
         rtype = rng.choice(list(COLLECTIONS))
         values = {"name": f"{tag}-name", "description": f"{tag}-description"}
+        # As in Rancher, accounts and credentials are created registering (then active).
+        state = "active" if rtype == "project" else "registering"
         return Planned(rtype, None, "POST", f"/{COLLECTIONS[rtype]}",
-                       Write("create", {**values, "state": "active"}), values)
+                       Write("create", {**values, "state": state}), values)
     resource = rng.choice(owned)
     if resource.type in TOGGLED and rng.random() < 0.3:
-        action = "deactivate" if resource.state() == "active" else "activate"
+        action = "activate" if resource.state() == "inactive" else "deactivate"
         return Planned(resource.type, resource, "POST", f"{resource.path}?action={action}",
                        Write(action, {"state": ACTIONS[action]}), {})
     names = rng.choice((("name",), ("description",), ("name", "description")))

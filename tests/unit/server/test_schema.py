@@ -22,7 +22,8 @@ from server.resources.credentials import API_KEY, REGISTRATION_TOKEN
 from server.resources.hosts import HOST, HOST_INSPECTION
 
 BASE = "http://corral.example:8080/v1"
-LIFECYCLE_STATES = ["active", "inactive", "removed", "purged"]
+# Accounts start registering and become active, as in Rancher.
+LIFECYCLE_STATES = ["registering", "active", "inactive", "removed", "purged"]
 
 
 def rendered(schema: Schema, base: str = BASE) -> dict[str, Any]:
@@ -127,7 +128,7 @@ def test_collection_filters_give_modifiers_by_field_type() -> None:
 
 def test_unfilterable_fields_have_no_collection_filter() -> None:
     filters = rendered(HOST)["collectionFilters"]
-    for name in ("type", "baseType", "accountId", "created", "labels", "info",
+    for name in ("type", "baseType", "created", "labels", "info",
                  "transitioningMessage"):
         assert name not in filters
     assert "secretValue" not in rendered(API_KEY)["collectionFilters"]
