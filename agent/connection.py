@@ -49,7 +49,7 @@ def process_exception(exc: Exception) -> Exception | None:
         if status == 401:
             return AgentExit("the server rejected this agent's credentials (the host may have "
                              "been removed); register again with the URL from Corral")
-        if status >= 500:
+        if status >= 500 or status == 429:  # 429: throttled, the server is there: retry
             return None
         return AgentExit(f"the server refused the agent connection with HTTP {status}")
     if isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError):

@@ -44,8 +44,9 @@ def new_secret_key() -> str:
 
 
 def digest(value: str) -> str:
-    """The stored form of a secret: hex SHA-256."""
-    return hashlib.sha256(value.encode()).hexdigest()
+    """The stored form of a secret: hex SHA-256. Any string has one, even one holding lone
+    surrogates (JSON ``"\\ud800"``, undecodable header bytes): a bad guess is a 401, not a 500."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def matches(value: str, stored_digest: str) -> bool:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from server.api.auth import KeyCache
+from server.api.throttle import AuthGuard, ThrottlePolicy
 from server.api.types import TypeRegistry
 from server.caches import Recent
 from server.config import Settings
@@ -43,3 +44,11 @@ class Services:
     reconciler: Reconciler = field(init=False)
     registries: RegistryAuth = field(init=False)
     streams: StreamTickets = field(init=False)
+    # Failed authentications per client address: throttled and logged in summary.
+    auth_guard: AuthGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.auth_guard = AuthGuard(ThrottlePolicy(
+            burst=self.settings.auth_failure_burst, per_second=self.settings.auth_failure_rate,
+            log_interval=self.settings.auth_log_interval,
+            trusted_proxies=self.settings.trusted_proxies))

@@ -20,6 +20,7 @@ from server.api.auth import authenticate_registration, registration_token
 from server.api.errors import Conflict as ApiConflict
 from server.api.errors import NotFound, invalid
 from server.api.handlers import SERVICES
+from server.api.throttle import CredentialKind
 from server.api.validation import check_body
 from server.api.web import json_response, origin, read_json
 from server.resources.hosts import HOST
@@ -37,18 +38,24 @@ def _public_origin(request: web.Request) -> str:
     return request.app[SERVICES].settings.public_url or origin(request)
 
 
-async def script(request: web.Request) -> web.Response:
+async def _check_token(request: web.Request, token: str) -> None:
+    """The token in a script URL is its credential: throttled and counted like a login."""
     services = request.app[SERVICES]
+    await services.auth_guard.attempt_for(request, token,
+                                          CredentialKind.REGISTRATION_TOKEN,
+                                          lambda: registration_token(services.store, token))
+
+
+async def script(request: web.Request) -> web.Response:
     token = request.match_info["token"]
-    await registration_token(services.store, token)
+    await _check_token(request, token)
     url = f"{_public_origin(request)}/v1/scripts/{token}"
     body = install_script(url, f"{url}/{package.wheel_name()}")
     return web.Response(text=body, content_type="text/x-shellscript")
 
 
 async def wheel(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    await registration_token(services.store, request.match_info["token"])
+    await _check_token(request, request.match_info["token"])
     if request.match_info["filename"] != package.wheel_name():
         raise NotFound(f"this server serves {package.wheel_name()}")
     return web.Response(body=package.build_wheel(), content_type="application/octet-stream")
@@ -91,8 +98,10 @@ async def _issue_key(store: Store, host: Record) -> tuple[str, str]:
 
 async def register(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    principal = await authenticate_registration(services.store,
-                                                request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    principal = await services.auth_guard.attempt_for(
+        request, header, CredentialKind.REGISTRATION_TOKEN,
+        lambda: authenticate_registration(services.store, header))
     body = check_body(await read_json(request))
     key = body.get("key")
     if not isinstance(key, str) or not _HOST_KEY.match(key):

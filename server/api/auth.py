@@ -8,7 +8,6 @@ never works where another is expected.
 from __future__ import annotations
 
 import base64
-import binascii
 import time
 
 from server.api.context import Principal, PrincipalKind
@@ -28,7 +27,7 @@ def basic_credentials(header: str | None) -> tuple[str, str]:
         raise Unauthorized("unsupported authorization scheme: use HTTP Basic with an API key")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 inside
         raise Unauthorized("malformed Basic credentials") from None
     access, sep, secret = decoded.partition(":")
     if not sep or not access:

@@ -16,7 +16,7 @@ def registry_of(image: str) -> str:
     """The registry host of an image reference, Docker's way (``docker.io`` by default)."""
     first, sep, _ = image.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
-        return first
+        return first.lower()  # as registries store it: host names are case-insensitive
     return "docker.io"
 
 
@@ -31,6 +31,11 @@ class RegistryAuth:
         """Docker's auth config for the container's image, or None to pull anonymously."""
         spec = container.data.get("spec") or {}
         server = registry_of(str(spec.get("image") or ""))
+        named = container.data.get("registryCredential")  # the container's registryCredentialId
+        if isinstance(named, int):
+            auth = await self._named_credential(named, server)
+            if auth is not None:
+                return auth
         project_id = container.project_id
         pairs = await self._cache.get(project_id, lambda: self._credentials(project_id))
         for registry, credential in pairs:
@@ -40,6 +45,22 @@ class RegistryAuth:
                             SECRET_PURPOSE, str(credential.data["secretEncrypted"])),
                         "serveraddress": server}
         return None
+
+    async def _named_credential(self, credential_id: int, server: str) -> dict[str, Any] | None:
+        """The auth of the credential a container names, if still active and for the
+        image's registry; otherwise the environment's credentials apply, as without one."""
+        store = self._services.store
+        credential = await store.get(credential_id)
+        if credential is None or credential.state != "active":
+            return None
+        registry_id = credential.data.get("registryId")
+        registry = await store.get(registry_id) if isinstance(registry_id, int) else None
+        if registry is None or registry.data.get("serverAddress") != server:
+            return None
+        return {"username": credential.data.get("publicValue"),
+                "password": self._services.server_key.decrypt(
+                    SECRET_PURPOSE, str(credential.data["secretEncrypted"])),
+                "serveraddress": server}
 
     async def _credentials(self, project_id: int | None) -> list[tuple[Record, Record]]:
         """Each active registry of the environment with its first active credential."""

@@ -1,5 +1,10 @@
 """Registries and their credentials. A credential's secret is encrypted at rest with the
-server's key and never returned by the API."""
+server's key and never returned by the API.
+
+An environment has at most one registry per server address (Rancher's 400
+``ServerAddressUsed``), held by the registry's lookup key so that two creates at once cannot
+both pass; removing a registry frees its address and removes its credentials with it, in one
+transaction."""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ import re
 from typing import Any
 
 from server.api.context import RequestContext
-from server.api.errors import invalid
+from server.api.errors import ApiError, BadRequest, invalid
+from server.api.errors import Conflict as ApiConflict
 from server.api.schema import Field, Schema, Scope
-from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType
+from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType, entered
 from server.caller import Caller
-from server.store import Record
+from server.store import Condition, Conflict, Query, Record, Store, Transaction
 from shared.ids import format_id, parse_id
 
 SECRET_PURPOSE = "registryCredential"
@@ -19,6 +25,7 @@ _SERVER = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 REGISTRY = Schema(
     id="registry",
+    plural="registries",
     base_type="storagePool",
     prefix="1sp",
     scope=Scope.PROJECT,
@@ -49,8 +56,23 @@ REGISTRY_CREDENTIAL = Schema(
 def normalise_server(address: str) -> str:
     """``https://index.docker.io/v1/`` and ``docker.io`` name the same registry."""
     address = re.sub(r"^https?://", "", address.strip()).rstrip("/")
-    address = address.split("/", 1)[0]
+    address = address.split("/", 1)[0].lower()  # host names are case-insensitive
     return "docker.io" if address in ("index.docker.io", "registry-1.docker.io") else address
+
+
+def _address_used(server: str) -> ApiError:
+    return BadRequest(f"this environment has a registry for {server} already: add "
+                      "credentials to that one, or remove it first",
+                      code="ServerAddressUsed", field_name="serverAddress")
+
+
+async def _registry_at(store: Store, project_id: int | None, server: str) -> Record | None:
+    """The environment's registry for ``server`` that is not removed (also one made before
+    registries held their address in the lookup key)."""
+    found = await store.list(Query(types=["registry"], project_id=project_id, limit=1,
+                                   conditions=[Condition("serverAddress", "eq", server),
+                                               Condition("removed", "null")]))
+    return found[0] if found else None
 
 
 class RegistryType(ResourceType):
@@ -60,7 +82,42 @@ class RegistryType(ResourceType):
             raise invalid("InvalidFormat", "serverAddress",
                           "serverAddress must be a registry host[:port], e.g. quay.io")
         values["serverAddress"] = server
-        return await super().create(caller, values)
+        project_id, _ = self.owner(caller)
+        if await _registry_at(caller.store, project_id, server) is not None:
+            raise _address_used(server)
+        try:
+            return await self.store_new(caller, values, project_id=project_id,
+                                        account_id=None, lookup_key=f"{project_id}:{server}")
+        except ApiConflict:  # the lookup key: another create for this address won the race
+            raise _address_used(server) from None
+
+    async def perform(self, caller: Caller, record: Record, name: str,
+                      values: dict[str, Any]) -> Record | dict[str, Any]:
+        if name == "remove":
+            return await self._remove_with_credentials(caller, record)
+        return await super().perform(caller, record, name, values)
+
+    async def _remove_with_credentials(self, caller: Caller, record: Record) -> Record:
+        """Remove the registry and its credentials together: a credential must never outlive
+        its registry, nor keep working for a registry made again at the same address."""
+
+        async def cascade(tx: Transaction) -> Record:
+            current = await tx.lock(record.id)
+            if current is None or current.version != record.version:
+                raise Conflict(f"registry {record.id} was changed by someone else")
+            removed = await tx.update(record.id, {**entered("removed"), "lookup_key": None})
+            credentials = await tx.list(Query(
+                types=["registryCredential"], project_id=record.project_id, limit=100_000,
+                conditions=[Condition("registryId", "eq", record.id, "int"),
+                            Condition("removed", "null")]))
+            for credential in credentials:
+                await tx.update(credential.id, entered("removed"))
+            return removed
+
+        try:
+            return await caller.store.transact(cascade)
+        except Conflict as exc:
+            raise ApiConflict(str(exc)) from exc
 
 
 class RegistryCredentialType(ResourceType):
@@ -77,6 +134,9 @@ class RegistryCredentialType(ResourceType):
         if registry is None or registry.type != "registry" or registry.project_id != project_id:
             raise invalid("InvalidReference", "registryId",
                           f"{values['registryId']} is not a registry in this environment")
+        if registry.removed is not None:
+            raise invalid("InvalidReference", "registryId",
+                          f"registry {values['registryId']} is removed")
         values["registryId"] = registry.id
         return await super().create(caller, self._encrypt(caller, values))
 

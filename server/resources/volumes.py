@@ -15,6 +15,7 @@ from server.api.schema import Field, Schema, Scope
 from server.api.types import ResourceType, now_ms
 from server.caller import Caller
 from server.lifecycle import Lifecycle, step
+from server.resources.container_fields import DRIVER_NAME
 from server.store import Condition, NewRecord, Query, Record, Store, Transaction
 from shared.errors import InstructionError
 from shared.ids import format_id
@@ -56,8 +57,13 @@ VOLUME = Schema(
     scope=Scope.PROJECT,
     fields={
         "name": Field(create=True, required=True, nullable=False, max_length=255),
-        "driver": Field(create=True, default="local"),
+        # Rancher asks for a driver (422 MissingRequired without one); ``local`` is Docker's.
+        "driver": Field(create=True, required=True, nullable=False, min_length=1,
+                        max_length=255),
         "driverOpts": Field(type="map[string]", create=True, filterable=False),
+        "sizeMb": Field(type="int", create=True, min=1),
+        # ``<driver>:///<name>``, as Rancher shows it.
+        "uri": Field(filterable=False),
         "hostId": Field(type="reference[host]"),
         "storagePoolId": Field(type="reference[storagePool]"),
         "externalId": Field(),
@@ -149,6 +155,12 @@ async def release_mounts(store: Store, container: Record, volumes_removed: bool)
             await store.update(volume.id, {}, {"mounts": left})
 
 
+def volume_uri(record: Record) -> str | None:
+    """Rancher's ``<driver>:///<name>`` (``local:///db-data``)."""
+    name = record.data.get("externalId") or record.name
+    return f"{record.data.get('driver') or 'local'}:///{name}" if name else None
+
+
 class VolumeType(ResourceType):
     lifecycle = VOLUME_LIFECYCLE
 
@@ -156,6 +168,14 @@ class VolumeType(ResourceType):
         if not _NAME.match(values["name"]):
             raise invalid("InvalidFormat", "name", "a volume name is letters, digits, and "
                           "_ . - after the first character")
+        if not DRIVER_NAME.fullmatch(values["driver"]):
+            raise invalid("InvalidFormat", "driver", f"driver {values['driver']!r} is not a "
+                          "volume driver name, such as local")
+        if values.get("sizeMb") is not None:
+            # As Rancher: only a storage driver that schedules by size takes one, and Corral
+            # knows none (Docker's local driver uses the host's disk as it is).
+            raise invalid("InvalidOption", "sizeMb", f"volume driver {values['driver']} does "
+                          "not support specifying a size")
         project_id, _ = self.owner(caller)
         same = await caller.store.list(Query(types=["volume"], project_id=project_id,
                                                    limit=1, conditions=[
@@ -190,7 +210,8 @@ class VolumeType(ResourceType):
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         host_id, pool_id = record.data.get("hostId"), record.data.get("storagePoolId")
-        return {"hostId": format_id("1h", host_id) if isinstance(host_id, int) else None,
+        return {"uri": volume_uri(record),
+                "hostId": format_id("1h", host_id) if isinstance(host_id, int) else None,
                 "storagePoolId": format_id("1sp", pool_id) if isinstance(pool_id, int)
                 else None,
                 "mounts": [{"instanceId": format_id("1i", int(m["instanceId"])),
