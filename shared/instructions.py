@@ -213,6 +213,30 @@ class ExecRequest(_Request):
                 "attachStdin": self.attach_stdin}
 
 
+@dataclass(frozen=True)
+class ProxyRequest(_Request):
+    """``instance.proxy``: a connection to one of the container's ports (``scheme`` https:
+    TLS, unverified, as a container's own certificate rarely is), relayed as stream data
+    both ways until either side closes."""
+
+    uuid: str
+    port: int
+    scheme: str = "http"
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        port = f.integer("port")
+        if not 0 < port < 65536:
+            raise f.refuse(f"{f.where}.port must be a port number, 1 to 65535")
+        scheme = f.opt_text("scheme") or "http"
+        if scheme not in ("http", "https"):
+            raise f.refuse(f"{f.where}.scheme must be http or https")
+        return cls(f.text("uuid"), port, scheme)
+
+    def dump(self) -> JsonObject:
+        return {"uuid": self.uuid, "port": self.port, "scheme": self.scheme}
+
+
 # --- replies ------------------------------------------------------------------------------
 
 
@@ -344,6 +368,7 @@ INSTRUCTIONS: Mapping[str, Instruction] = {
     "volume.remove": Instruction(VolumeRef, NoData),
     "instance.logs": Instruction(LogsRequest, NoData, streaming=True),
     "instance.exec": Instruction(ExecRequest, ExecResult, streaming=True),
+    "instance.proxy": Instruction(ProxyRequest, NoData, streaming=True),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.dispatcher import Handler
-from agent.handlers import host, instances, streams, volumes
+from agent.handlers import host, instances, proxy, streams, volumes
 
 HANDLERS: Mapping[str, Handler] = {
     "host.inspect": host.inspect,
@@ -20,7 +20,8 @@ HANDLERS: Mapping[str, Handler] = {
     "volume.remove": volumes.remove,
     "instance.logs": streams.logs,
     "instance.exec": streams.execute,
+    "instance.proxy": proxy.proxy,
 }
 
 # Instructions that stream until the server closes them (see Dispatcher).
-STREAMING = frozenset({"instance.logs", "instance.exec"})
+STREAMING = frozenset({"instance.logs", "instance.exec", "instance.proxy"})

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from server.engine import instances
+from server.engine import instances, migration, registering
 from server.engine.runner import Operation
 from server.lifecycle import Lifecycle
-from server.resources.containers import CONTAINER_LIFECYCLE
+from server.resources.container_lifecycle import CONTAINER_LIFECYCLE
+from server.resources.registered import REGISTERED
 
 
 def operation_tables() -> dict[str, tuple[Lifecycle, Mapping[str, Operation]]]:
     """Every type whose steps have operations, with them: the one table the runner reads."""
-    return {"container": (CONTAINER_LIFECYCLE, instances.OPERATIONS)}
+    return {"container": (CONTAINER_LIFECYCLE,
+                          {**instances.OPERATIONS, "migrate": migration.migrate}),
+            **{type_id: (REGISTERED, registering.OPERATIONS)
+               for type_id in ("account", "apiKey", "registrationToken")}}

@@ -5,18 +5,36 @@ on the container's host."""
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
-from enum import StrEnum
+from collections.abc import Mapping
 from typing import Any
 
 from server.api.context import RequestContext
 from server.api.errors import Conflict as ApiConflict
 from server.api.errors import Unavailable, invalid
-from server.api.schema import Action, Field, Schema, Scope
-from server.api.types import ResourceType, entered
+from server.api.render import iso
+from server.api.schema import Field, Schema, Scope
+from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
-from server.lifecycle import Lifecycle, step
-from server.resources.container_spec import build_spec, volume_names
+from server.resources.container_lifecycle import (
+    CONTAINER_LIFECYCLE,
+    STOPPABLE,
+    lifecycle_step,
+    update_step,
+)
+from server.resources.container_lifecycle import EMBEDDED as ACTION_INPUTS
+from server.resources.container_lifecycle import (
+    ContainerState as ContainerState,  # re-exported: the states are part of the type
+)
+from server.resources.container_links import CONTAINER_LINKS, container_linked, docker_inspect
+from server.resources.container_refs import (
+    check_registry_credential,
+    placement_hosts,
+    valid_host_ids,
+    with_volume_mounts,
+)
+from server.resources.container_spec import build_spec, volume_names, with_environment_label
 from server.resources.volumes import named_volume_hosts, release_mounts
 from server.store import Condition, Conflict, NewRecord, Query, Record, Transaction
 from shared.ids import format_id, parse_id
@@ -30,15 +48,16 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "entryPoint": Field(type="json", create=True),
     "environment": Field(type=_M, create=True, filterable=False),
     "labels": Field(type=_M, create=True, update=True, filterable=False),
-    "ports": Field(type=_S, create=True, filterable=False),
-    "expose": Field(type=_S, create=True, filterable=False),
-    "dataVolumes": Field(type=_S, create=True, filterable=False),
+    "ports": Field(type=_S, create=True, filterable=False, lenient=True),
+    "expose": Field(type=_S, create=True, filterable=False, lenient=True),
+    "dataVolumes": Field(type=_S, create=True, filterable=False, lenient=True),
+    "dataVolumeMounts": Field(type="map[reference[volume]]", create=True, filterable=False),
     "volumeDriver": Field(create=True),
     "dataVolumesFrom": Field(type="array[reference[container]]", create=True, filterable=False),
     "networkMode": Field(create=True, default="bridge"),
-    "dns": Field(type=_S, create=True, filterable=False),
-    "dnsSearch": Field(type=_S, create=True, filterable=False),
-    "restartPolicy": Field(type="json", create=True, filterable=False),
+    "dns": Field(type=_S, create=True, filterable=False, lenient=True),
+    "dnsSearch": Field(type=_S, create=True, filterable=False, lenient=True),
+    "restartPolicy": Field(type="restartPolicy", create=True, filterable=False),
     "cpuShares": Field(type="int", create=True),
     "cpuSet": Field(create=True),
     "memory": Field(type="json", create=True),
@@ -46,17 +65,17 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "memoryReservation": Field(type="json", create=True),
     "milliCpuReservation": Field(type="int", create=True, min=0),
     "privileged": Field(type="boolean", create=True, default=False),
-    "capAdd": Field(type=_S, create=True, filterable=False),
-    "capDrop": Field(type=_S, create=True, filterable=False),
-    "devices": Field(type=_S, create=True, filterable=False),
+    "capAdd": Field(type=_S, create=True, filterable=False, lenient=True),
+    "capDrop": Field(type=_S, create=True, filterable=False, lenient=True),
+    "devices": Field(type=_S, create=True, filterable=False, lenient=True),
     "user": Field(create=True),
     "workingDir": Field(create=True),
     "tty": Field(type="boolean", create=True, default=False),
     "stdinOpen": Field(type="boolean", create=True, default=False),
-    "logConfig": Field(type="json", create=True, filterable=False),
+    "logConfig": Field(type="logConfig", create=True, filterable=False),
     "hostname": Field(create=True),
     "domainName": Field(create=True),
-    "extraHosts": Field(type=_S, create=True, filterable=False),
+    "extraHosts": Field(type=_S, create=True, filterable=False, lenient=True),
     "readOnly": Field(type="boolean", create=True, default=False),
     "pidMode": Field(create=True),
     "ipcMode": Field(create=True),
@@ -64,6 +83,15 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "requestedHostId": Field(type="reference[host]", create=True, filterable=False),
     "startOnCreate": Field(type="boolean", create=True, default=True),
     "healthCheck": Field(type="json", create=True, filterable=False),
+    "publishAllPorts": Field(type="boolean", create=True, default=False),
+    "blkioWeight": Field(type="int", create=True),
+    "blkioDeviceOptions": Field(type="map[blkioDeviceOption]", create=True, filterable=False),
+    "registryCredentialId": Field(type="reference[registryCredential]", create=True),
+    "validHostIds": Field(type="array[reference[host]]", create=True, filterable=False),
+    # Accepted as Rancher did; Corral creates one container per request (see docs).
+    "count": Field(type="int", create=True, filterable=False),
+    # Refused when given: Corral's agents do not build images (container_spec).
+    "build": Field(type="dockerBuild", create=True, filterable=False),
     # Set by Corral, not by the user.
     "hostId": Field(type="reference[host]"),
     "externalId": Field(),
@@ -73,47 +101,13 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "startedAt": Field(filterable=False),
     "native": Field(type="boolean"),
     "dockerPorts": Field(type="json", filterable=False),
+    "allocationState": Field(type="enum", options=("inactive", "active")),
+    "removeTime": Field(type="date", filterable=False),
+    "removeTimeTS": Field(type="int", filterable=False),
+    "data": Field(type="json", filterable=False),
 }
 
 
-
-class ContainerState(StrEnum):
-    CREATING = "creating"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    RESTARTING = "restarting"
-    REMOVING = "removing"
-    REMOVED = "removed"
-    PURGING = "purging"
-    PURGED = "purged"
-    ERROR = "error"
-
-
-RUNNING = frozenset({"running"})
-RESTING = frozenset({"running", "stopped"})
-# action → (valid in) → transitional state → operation → success / error. ``create`` is the
-# step a new container starts in; its success state is what Docker reports (running or not).
-CONTAINER_LIFECYCLE = Lifecycle(
-    states=ContainerState,
-    initial="creating",
-    steps=(
-        step("create", (), "running", via="creating", error="error", passes={"starting"}),
-        step("start", {"stopped"}, "running", via="starting", error="stopped"),
-        step("stop", {"running", "starting", "restarting"}, "stopped", via="stopping",
-             error="running", input="instanceStop"),
-        step("restart", RUNNING, "running", via="restarting", error="stopped"),
-        step("remove", {"stopped", "error"}, "removed", via="removing", error="error"),
-        step("purge", {"removed"}, "purged", via="purging", error="removed"),
-    ),
-    verbs={
-        "update": Action(RESTING),
-        "setlabels": Action(RESTING, input="setLabelsInput"),
-        "logs": Action(RESTING, input="containerLogs", output="hostAccess"),
-        "execute": Action(RUNNING, input="containerExec", output="hostAccess"),
-    },
-)
 
 CONTAINER = Schema(
     id="container",
@@ -124,6 +118,7 @@ CONTAINER = Schema(
     actions=CONTAINER_LIFECYCLE.actions(),
     collection_methods=("GET", "POST"),
     resource_methods=("GET", "PUT", "DELETE"),
+    links=CONTAINER_LINKS,
 )
 
 INSTANCE_STOP = Schema(id="instanceStop", scope=Scope.PROJECT, embedded=True, fields={
@@ -156,11 +151,17 @@ class ContainerType(ResourceType):
         assert project_id is not None
         container_uuid = str(uuidlib.uuid4())
         name = values.get("name")
-        spec = build_spec(values, uuid=container_uuid, name=name)
+        assert caller.project is not None
+        values = with_environment_label(values, caller.project.uuid)
+        spec_values = await with_volume_mounts(caller.store, project_id, values)
+        spec = build_spec(spec_values, uuid=container_uuid, name=name)
         spec["volumesFrom"] = await self._docker_ids(caller, project_id, spec["volumesFrom"])
+        credential_id = await check_registry_credential(caller.store, project_id, values)
         names = volume_names(spec)
-        required = await named_volume_hosts(caller.store, project_id, names) \
+        volume_hosts = await named_volume_hosts(caller.store, project_id, names) \
             if names else None
+        required = placement_hosts(volume_hosts or None,
+                                   await valid_host_ids(caller.store, project_id, values))
 
         claimed = False
 
@@ -172,10 +173,10 @@ class ContainerType(ResourceType):
                 {**port, "hostIp": port["hostIp"] or host.data.get("agentIpAddress")}
                 for port in spec["ports"]]}
             data = {k: v for k, v in values.items() if k not in ("name", "description")}
-            data.update(spec=placed_spec, hostId=host.id)
+            data.update(spec=placed_spec, hostId=host.id, registryCredential=credential_id)
             try:
                 created = await tx.create(NewRecord(
-                    type="container", kind="container", state="creating", name=name,
+                    type="container", kind="container", state="requested", name=name,
                     description=values.get("description"), project_id=project_id,
                     uuid=container_uuid, transitioning="yes",
                     transitioning_message="In Progress", data=data))
@@ -185,7 +186,7 @@ class ContainerType(ResourceType):
             return created
 
         record = await caller.services.placer.place(caller.store, project_id, values, spec,
-                                                    required or None, record_on)
+                                                    required, record_on)
         caller.services.runner.submit(record.id, claimed=claimed)
         return record
 
@@ -212,9 +213,18 @@ class ContainerType(ResourceType):
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         host_id = record.data.get("hostId")
         requested = record.data.get("requestedHostId")
+        spec = record.data.get("spec") or {}
+        placed = isinstance(host_id, int) and record.removed is None
         return {
             "hostId": format_id("1h", host_id) if isinstance(host_id, int) else None,
             "requestedHostId": requested,
+            # Typed as Rancher's restartPolicy and logConfig, however they were sent.
+            "restartPolicy": spec.get("restartPolicy"),
+            "logConfig": spec.get("logConfig"),
+            "allocationState": "active" if placed else "inactive",
+            "removeTime": iso(record.removed),
+            "removeTimeTS": record.removed,
+            "data": {"dockerInspect": docker_inspect(record)},
         }
 
     def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:
@@ -223,6 +233,9 @@ class ContainerType(ResourceType):
             return {"host": f"{ctx.base_url}/hosts/{format_id('1h', host_id)}",
                     "stats": f"{self_url}/stats"}
         return {}
+
+    async def linked(self, caller: Caller, record: Record, name: str) -> Linked:
+        return await container_linked(caller, record, name)
 
     async def follow_link(self, caller: Caller, record: Record,
                           name: str) -> dict[str, Any]:
@@ -233,20 +246,30 @@ class ContainerType(ResourceType):
         return await caller.services.instructions.sample(
             record, "instance.stats", {"uuid": record.uuid}, "containerStats")
 
+    async def run_action(self, caller: Caller, record: Record, name: str,
+                         values: dict[str, Any]) -> Record | dict[str, Any]:
+        if name == "remove" and record.state in STOPPABLE:
+            # Not listed there, as in Rancher, but asked for it stops the container first.
+            return await self.remove(caller, record)
+        return await super().run_action(caller, record, name, values)
+
     async def remove(self, caller: Caller, record: Record) -> Record:
-        if record.state == "running":
-            # DELETE of a running container stops it on the way, as Rancher did.
-            return await self._step(caller, record, "remove", {})
+        if record.state in STOPPABLE:
+            # Rancher stops a running container on its way out: stopping, removing, removed.
+            return await self._step(caller, record, "stop", {"remove": True})
         return await super().remove(caller, record)
 
     async def perform(self, caller: Caller, record: Record, name: str,
                       values: dict[str, Any]) -> Record | dict[str, Any]:
+        if name == "update":  # the fields change through PUT; this re-reads the host's view
+            return await self._step(caller, record, update_step(record.state).action, {})
         if self.lifecycle.step(name) is not None:
             return await self._step(caller, record, name, values)
-        if name == "setlabels":
-            return await self.write(caller, record, {}, {"labels": values["labels"]})
-        if name == "update":  # Rancher's update process; the fields change through PUT
-            return record
+        if name in LABEL_ACTIONS:
+            return await self.write(caller, record, {},
+                                    {"labels": relabelled(record, name, values)})
+        if name == "proxy":
+            return await self.proxy(caller, record, values)
         return await self.stream_action(caller, record, name, values)
 
     async def _step(self, caller: Caller, record: Record, name: str,
@@ -254,33 +277,40 @@ class ContainerType(ResourceType):
         """A step on the container's host, which must be there, except to remove a container
         whose host is away: that is recorded at once, and the host removes the container
         when it reconnects (see Reconciler.on_inventory)."""
-        row = self.lifecycle.step(name)
-        assert row is not None
+        row = lifecycle_step(name)
+        removing = name == "remove" or (name == "stop" and bool(values.get("remove")))
         host_id = record.data.get("hostId")
         if name != "purge" and isinstance(host_id, int) and record.data.get("externalId") \
                 and not caller.services.hub.is_live(host_id):
-            if name == "remove":
+            if removing:
                 removed = await self.write(caller, record, entered("removed"))
                 await release_mounts(caller.store, removed, volumes_removed=False)
                 return removed
             raise Unavailable(f"host {format_id('1h', host_id)} is disconnected: its agent is "
                               "not connected, so the container cannot be changed now",
                               code="HostNotConnected")
-        timeout = values.get("timeout")
-        return await self.take_step(caller, record, row,
-                                    {"stopTimeout": timeout} if timeout is not None else None)
+        data: dict[str, Any] = {}
+        if values.get("timeout") is not None:
+            data["stopTimeout"] = values["timeout"]
+        if name == "stop":  # instanceStop.remove: removed once stopped
+            data["removeAfterStop"] = removing
+        return await self.take_step(caller, record, row, data or None)
 
-    async def stream_action(self, caller: Caller, record: Record, name: str,
-                            values: dict[str, Any]) -> dict[str, Any]:
-        """A ticket for a websocket to the container's logs or to a command run in it."""
-        from server.agents.streams import Ticket
-
+    def _live_host(self, caller: Caller, record: Record) -> int:
         host_id = record.data.get("hostId")
         if not isinstance(host_id, int) or not record.data.get("externalId"):
             raise invalid("InvalidState", None, "the container was never created on a host")
         if not caller.services.hub.is_live(host_id):
             raise Unavailable(f"host {format_id('1h', host_id)} is disconnected",
                               code="HostNotConnected")
+        return host_id
+
+    async def stream_action(self, caller: Caller, record: Record, name: str,
+                            values: dict[str, Any]) -> dict[str, Any]:
+        """A ticket for a websocket to the container's logs or to a command run in it."""
+        from server.agents.streams import Ticket
+
+        host_id = self._live_host(caller, record)
         if name == "logs":
             data = {"uuid": record.uuid, "follow": values.get("follow", True),
                     "tail": values.get("lines", 100), "timestamps": values.get("timestamps")}
@@ -294,12 +324,64 @@ class ContainerType(ResourceType):
             host_id=host_id, instruction=instruction,
             resource_id=format_id(self.schema.id_prefix, record.id), data=data))
         ws_origin = (caller.origin or caller.public_origin).replace("http", "ws", 1)
-        return {"type": "hostAccess", "links": {}, "actions": {},
-                "url": f"{ws_origin}/v1/stream?token={token}", "token": token}
+        return host_access(f"{ws_origin}/v1/stream?token={token}", token)
+
+    async def proxy(self, caller: Caller, record: Record,
+                    values: dict[str, Any]) -> dict[str, Any]:
+        """Rancher's ``proxy``: a token for HTTP requests to one of the container's ports,
+        carried through its host's agent session (``server.agents.proxy``). The container's
+        ``io.rancher.websocket.proxy.*`` labels override the port and scheme asked for."""
+        from server.agents.proxy import PROXY_PATH, PROXY_SECONDS
+        from server.agents.streams import Ticket
+
+        host_id = self._live_host(caller, record)
+        port, scheme = proxy_target(record, values)
+        token = caller.services.streams.issue(Ticket(
+            host_id=host_id, instruction="instance.proxy",
+            resource_id=format_id(self.schema.id_prefix, record.id),
+            data={"uuid": record.uuid, "port": port, "scheme": scheme},
+            expires=time.monotonic() + PROXY_SECONDS))
+        origin = caller.origin or caller.public_origin
+        return host_access(f"{origin}{PROXY_PATH}/{token}/", token)
+
+
+LABEL_ACTIONS = frozenset({"setlabels", "addlabel", "removelabel"})
+PROXY_PORT_LABEL = "io.rancher.websocket.proxy.port"
+PROXY_SCHEME_LABEL = "io.rancher.websocket.proxy.scheme"
+
+
+def relabelled(record: Record, action: str, values: Mapping[str, Any]) -> dict[str, str]:
+    """The container's labels after ``setlabels``, ``addlabel`` or ``removelabel``."""
+    if action == "setlabels":
+        return dict(values["labels"] or {})
+    labels = dict(record.data.get("labels") or {})
+    if action == "addlabel":
+        labels[str(values["key"])] = str(values.get("value") or "")
+    else:
+        labels.pop(str(values["key"]), None)
+    return labels
+
+
+def proxy_target(record: Record, values: Mapping[str, Any]) -> tuple[int, str]:
+    """The port and scheme a proxy token leads to: the labels', else the ones asked for."""
+    labels = record.data.get("labels") or {}
+    port: int = values.get("port") or 80
+    label_port = str(labels.get(PROXY_PORT_LABEL) or "")
+    if label_port.isdigit() and 0 < int(label_port) < 65536:
+        port = int(label_port)
+    scheme = str(labels.get(PROXY_SCHEME_LABEL) or "")
+    if scheme not in ("http", "https"):
+        scheme = str(values.get("scheme") or "http")
+    return port, scheme
+
+
+def host_access(url: str, token: str) -> dict[str, Any]:
+    return {"type": "hostAccess", "links": {}, "actions": {}, "url": url, "token": token}
 
 
 def types() -> list[ResourceType]:
     return [ContainerType(CONTAINER)]
 
 
-EMBEDDED = [INSTANCE_STOP, SET_LABELS, CONTAINER_LOGS, CONTAINER_EXEC, HOST_ACCESS]
+EMBEDDED = [INSTANCE_STOP, SET_LABELS, CONTAINER_LOGS, CONTAINER_EXEC, HOST_ACCESS,
+            *ACTION_INPUTS]

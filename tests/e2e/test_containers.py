@@ -20,7 +20,7 @@ def test_container_lifecycle_is_reflected_in_docker_and_the_api(cluster: Cluster
     api = cluster.client()
     created = api.create_container(imageUuid=f"docker:{IMAGE}", name="sleeper",
                                    command=SLEEPER, labels=cluster.labels())
-    assert created.state == "creating" and created.transitioning == "yes"
+    assert created.state == "requested" and created.transitioning == "yes"
     container = api.wait_success(created)
     assert container.state == "running" and container.transitioning == "no"
     assert set(container.actions.__dict__) >= {"stop", "restart", "logs", "execute"}
@@ -173,10 +173,12 @@ def test_cattle_sees_container_schema_and_actions_per_state(cluster: Cluster) ->
     assert "POST" in schema.collectionMethods
     container = api.wait_success(api.create_container(
         imageUuid=f"docker:{IMAGE}", command=SLEEPER, labels=cluster.labels()))
-    assert set(container.actions.__dict__) == {"stop", "restart", "update", "setlabels",
-                                               "logs", "execute"}
+    assert set(container.actions.__dict__) == {
+        "migrate", "restart", "stop", "update", "execute", "logs", "proxy", "addlabel",
+        "removelabel", "setlabels"}
     stopped = api.wait_success(container.stop(timeout=0))
-    assert set(stopped.actions.__dict__) == {"start", "remove", "update", "setlabels", "logs"}
+    assert set(stopped.actions.__dict__) == {"start", "remove", "update", "setlabels",
+                                             "addlabel", "removelabel", "logs"}
     subprocess.run(["true"], check=True)
 
 

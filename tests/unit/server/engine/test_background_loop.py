@@ -13,8 +13,8 @@ from server.store import Actor, ActorKind, Change, Record, Store
 from tests.support.timing import seconds
 from tests.unit.server.engine.harness import SLEEPER, Engine
 
-LIFE = ["creating", "stopped", "starting", "running", "stopping", "stopped", "removing",
-        "removed"]
+LIFE = ["requested", "creating", "stopped", "starting", "running", "stopping", "stopped",
+        "removing", "removed"]
 
 
 async def changes_since(store: Store, seq: int) -> list[Change]:
@@ -83,4 +83,5 @@ async def test_a_change_made_with_an_api_key_is_logged_as_that_key_and_the_runne
 
     logged = [(c.kind, c.record.state, c.actor)
               for c in await changes_since(engine.store, before) if c.record.id == record.id]
-    assert logged == [("create", "creating", "apiKey:1c99"), ("update", "stopped", "system")]
+    assert logged == [("create", "requested", "apiKey:1c99"), ("update", "creating", "system"),
+                      ("update", "stopped", "system")]

@@ -22,24 +22,29 @@ def valid(state: str) -> set[str]:
     return set(CONTAINER.valid_actions(state))
 
 
-def test_a_running_container_may_stop_restart_update_setlabels_logs_and_execute() -> None:
-    assert valid("running") == {"stop", "restart", "update", "setlabels", "logs", "execute"}
+def test_a_running_container_has_rancher_s_actions() -> None:
+    assert valid("running") == {"migrate", "restart", "stop", "update", "execute", "logs",
+                                "proxy", "addlabel", "removelabel", "setlabels"}
 
 
-def test_a_stopped_container_may_start_remove_update_setlabels_and_show_logs() -> None:
-    assert valid("stopped") == {"start", "remove", "update", "setlabels", "logs"}
+def test_a_stopped_container_may_start_remove_update_relabel_and_show_logs() -> None:
+    assert valid("stopped") == {"start", "remove", "update", "setlabels", "addlabel",
+                                "removelabel", "logs"}
 
 
-def test_a_container_under_way_may_only_be_stopped_while_it_starts() -> None:
-    assert valid("starting") == {"stop"}
-    assert valid("restarting") == {"stop"}
-    for state in ("creating", "stopping", "removing", "purging", "purged"):
+def test_a_container_under_way_may_be_stopped_while_it_starts_and_show_its_logs() -> None:
+    assert valid("starting") == {"stop", "logs"}
+    assert valid("restarting") == {"stop", "logs"}
+    assert valid("updating-running") == valid("updating-stopped") == {"stop", "remove", "logs"}
+    for state in ("creating", "stopping", "removing", "migrating", "erroring"):
+        assert valid(state) == {"logs"}, state
+    for state in ("requested", "purging", "purged"):
         assert valid(state) == set(), state
 
 
 def test_a_removed_container_may_be_purged_and_a_failed_one_removed() -> None:
     assert valid("removed") == {"purge"}
-    assert valid("error") == {"remove"}
+    assert valid("error") == {"remove", "logs"}
 
 
 def test_create_is_a_step_but_not_an_action_a_client_can_ask_for() -> None:
@@ -54,12 +59,24 @@ def test_the_schema_state_options_are_the_lifecycle_states() -> None:
 
 def test_the_container_transitional_states_are_those_its_operations_run_in() -> None:
     assert CONTAINER_LIFECYCLE.transitional_states() == {
-        "creating", "starting", "stopping", "restarting", "removing", "purging"}
+        "requested", "creating", "starting", "stopping", "restarting", "updating-running",
+        "updating-stopped", "migrating", "removing", "erroring", "purging"}
     start = CONTAINER_LIFECYCLE.running("starting")
     assert start is not None
     assert (start.action, start.operation, start.target, start.error) == (
         "start", "start", "running", "stopped")
     assert CONTAINER_LIFECYCLE.running("running") is None
+
+
+def test_rancher_s_missing_states_are_declared_with_the_steps_that_pass_them() -> None:
+    running = CONTAINER_LIFECYCLE.running
+    assert CONTAINER_LIFECYCLE.initial == "requested"
+    assert [(row.action, row.operation) for row in (
+        running("requested"), running("creating"), running("updating-running"),
+        running("updating-stopped"), running("migrating"), running("erroring"))
+        if row is not None] == [("create", "create"), ("create", "create"),
+                                ("update-running", "update"), ("update-stopped", "update"),
+                                ("migrate", "migrate"), ("error", "error")]
 
 
 def test_the_stop_action_takes_its_input_type_from_the_table() -> None:
