@@ -113,6 +113,9 @@ def create_params(spec: ContainerSpec, host_ip: str | None) -> dict[str, Any]:
         "ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard}
                     for u in spec.ulimits] or None,
         "volume_driver": next(iter(drivers), None),
+        "publish_all_ports": spec.publish_all_ports,
+        "blkio_weight": spec.blkio_weight,
+        **_blkio_devices(spec),
     }
     return {
         "image": spec.image,
@@ -320,3 +323,19 @@ def _timestamp(value: Any) -> str | None:
     if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
         return None
     return value
+
+
+def _blkio_devices(spec: ContainerSpec) -> dict[str, Any]:
+    """Per-device block I/O limits as docker-py's host config takes them (unset: None)."""
+    options = spec.blkio_device_options
+
+    def rates(attr: str) -> list[dict[str, Any]] | None:
+        return [{"Path": o.path, "Rate": getattr(o, attr)} for o in options
+                if getattr(o, attr) is not None] or None
+
+    return {
+        "blkio_weight_device": [{"Path": o.path, "Weight": o.weight} for o in options
+                                if o.weight is not None] or None,
+        "device_read_bps": rates("read_bps"), "device_write_bps": rates("write_bps"),
+        "device_read_iops": rates("read_iops"), "device_write_iops": rates("write_iops"),
+    }

@@ -174,6 +174,30 @@ class Ulimit:
 
 
 @dataclass(frozen=True)
+class BlkioDeviceOption:
+    """Block I/O limits on one host device: a weight and read/write rates (bytes or
+    operations per second); unset ones are null."""
+
+    path: str
+    weight: int | None = None
+    read_bps: int | None = None
+    write_bps: int | None = None
+    read_iops: int | None = None
+    write_iops: int | None = None
+
+    @classmethod
+    def read(cls, f: Fields) -> BlkioDeviceOption:
+        return cls(f.text("path"), f.opt_integer("weight"), f.opt_integer("readBps"),
+                   f.opt_integer("writeBps"), f.opt_integer("readIops"),
+                   f.opt_integer("writeIops"))
+
+    def dump(self) -> JsonObject:
+        return {"path": self.path, "weight": self.weight, "readBps": self.read_bps,
+                "writeBps": self.write_bps, "readIops": self.read_iops,
+                "writeIops": self.write_iops}
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """The container the server asks a host to make, normalised: every key is sent, unset
     ones as null, [] or {}. Container references (``volumes_from``, ``network_mode``
@@ -216,6 +240,9 @@ class ContainerSpec:
     devices: tuple[Device, ...] = ()
     log_config: LogConfig | None = None
     ulimits: tuple[Ulimit, ...] = ()
+    publish_all_ports: bool = False
+    blkio_weight: int | None = None
+    blkio_device_options: tuple[BlkioDeviceOption, ...] = ()
 
     @classmethod
     def parse(cls, obj: object, where: str = "container",
@@ -251,6 +278,9 @@ class ContainerSpec:
             devices=f.nested_list("devices", Device.read),
             log_config=f.opt_nested("logConfig", LogConfig.read),
             ulimits=f.nested_list("ulimits", Ulimit.read),
+            publish_all_ports=f.flag("publishAllPorts"),
+            blkio_weight=f.opt_integer("blkioWeight"),
+            blkio_device_options=f.nested_list("blkioDeviceOptions", BlkioDeviceOption.read),
         )
 
     def dump(self) -> JsonObject:
@@ -275,6 +305,8 @@ class ContainerSpec:
             "readOnly": self.read_only, "devices": [d.dump() for d in self.devices],
             "logConfig": None if self.log_config is None else self.log_config.dump(),
             "ulimits": [u.dump() for u in self.ulimits],
+            "publishAllPorts": self.publish_all_ports, "blkioWeight": self.blkio_weight,
+            "blkioDeviceOptions": [o.dump() for o in self.blkio_device_options],
         }
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from multidict import MultiMapping
 
+from server.api import policy
 from server.api.context import RequestContext
-from server.api.query import CollectionQuery
+from server.api.query import CollectionQuery, sortable_fields
 from server.api.schema import Scope
-from server.api.types import ResourceType
+from server.api.types import Linked, ResourceType
 from server.store import Record
 from shared.ids import format_id
 
@@ -65,11 +67,63 @@ def render_resource(ctx: RequestContext, rtype: ResourceType, record: Record) ->
     if owner is not None:
         owners = "projects" if schema.scope is Scope.PROJECT else "accounts"
         links["account"] = f"{ctx.version_url}/{owners}/{out['accountId']}"
+    links.update({name: f"{self_url}/{name}" for name in schema.links})
     links.update(rtype.links(ctx, record, self_url))
     out["links"] = links
     out["actions"] = {name: f"{self_url}?action={name}"
                       for name in rtype.available_actions(record)}
     return out
+
+
+async def render_link(ctx: RequestContext, rtype: ResourceType, record: Record,
+                      name: str) -> dict[str, Any]:
+    """``GET <resource>/<name>``: a declared link's collection (or object), else the type's
+    own links computed on request (stats)."""
+    if name not in rtype.schema.links:
+        return await rtype.follow_link(ctx.caller, record, name)
+    linked = await rtype.linked(ctx.caller, record, name)
+    items = _render_linked(ctx, linked)
+    if linked.one:
+        return items[0] if items else {}
+    url = f"{resource_url(ctx, rtype, record)}/{name}"
+    return {"type": "collection", "resourceType": linked.resource_type,
+            "links": {"self": url}, "createTypes": {}, "actions": {}, "data": items,
+            "sortLinks": {}, "pagination": {"first": None, "previous": None, "next": None,
+                                            "limit": len(items), "total": None,
+                                            "partial": linked.partial},
+            "sort": None, "filters": {}, "createDefaults": {}}
+
+
+async def render_with_included(ctx: RequestContext, rtype: ResourceType, record: Record,
+                               include: Sequence[str]) -> dict[str, Any]:
+    """The resource with the links named by ``?include=`` embedded under their names."""
+    out = render_resource(ctx, rtype, record)
+    await embed_included(ctx, rtype, [record], [out], include)
+    return out
+
+
+async def embed_included(ctx: RequestContext, rtype: ResourceType, records: Sequence[Record],
+                         rendered: Sequence[dict[str, Any]], include: Sequence[str]) -> None:
+    """Embed each included link of ``records`` in their renderings: a list for a collection
+    link, an object (or null) for a link to one. Names that are not links are ignored, as
+    unknown query parameters are."""
+    names = [name for name in dict.fromkeys(include) if name in rtype.schema.links]
+    for record, out in zip(records, rendered, strict=True):
+        for name in names:
+            linked = await rtype.linked(ctx.caller, record, name)
+            items = _render_linked(ctx, linked)
+            out[name] = (items[0] if items else None) if linked.one else items
+
+
+def _render_linked(ctx: RequestContext, linked: Linked) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for record in linked.records:
+        other = ctx.services.types.get(record.type)
+        if other is not None and policy.can_use(ctx.principal, other.schema):
+            items.append(render_resource(ctx, other, record))
+    for obj in linked.objects:
+        items.append({"type": linked.resource_type, "links": {}, "actions": {}, **obj})
+    return items
 
 
 def render_collection(ctx: RequestContext, rtype: ResourceType, records: list[Record],
@@ -84,11 +138,9 @@ def render_collection(ctx: RequestContext, rtype: ResourceType, records: list[Re
         if not any(k == "limit" for k, _ in kept):
             next_params.append(("limit", str(query.limit)))
         next_url = f"{url}?{urlencode(next_params)}"
-    sort_links = {}
-    for name, spec in schema.all_fields.items():
-        if spec.filterable:
-            sort_params = [(k, v) for k, v in kept if k not in ("sort", "order", "limit")]
-            sort_links[name] = f"{url}?{urlencode([*sort_params, ('sort', name)])}"
+    sort_params = [(k, v) for k, v in kept if k not in ("sort", "order", "limit")]
+    sort_links = {name: f"{url}?{urlencode([*sort_params, ('sort', name)])}"
+                  for name in sortable_fields(schema)}
     reverse = [*[(k, v) for k, v in kept if k != "order"],
                ("order", "asc" if query.descending else "desc")]
     create_types = {schema.id: url} if "POST" in schema.collection_methods else {}

@@ -11,7 +11,8 @@ the same rules as the REST API. The list of types is in ``server.resources``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from server.api.errors import Conflict as ApiConflict
@@ -29,6 +30,19 @@ COLUMN_FIELDS = ("name", "description")
 
 TEMPLATE_STATES = TEMPLATE.state_names
 TEMPLATE_ACTIONS = TEMPLATE.actions()
+
+
+@dataclass(frozen=True)
+class Linked:
+    """What a resource's link leads to: records of other types (rendered as the API renders
+    them) and objects of an embedded type (rendered as given). ``one`` marks a link to a
+    single object rather than a collection; ``partial`` a collection cut at its limit."""
+
+    resource_type: str
+    records: Sequence[Record] = ()
+    objects: Sequence[Mapping[str, Any]] = ()
+    one: bool = False
+    partial: bool = False
 
 
 def now_ms() -> int:
@@ -172,6 +186,11 @@ class ResourceType:
 
     def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:
         return {}
+
+    async def linked(self, caller: Caller, record: Record, name: str) -> Linked:
+        """What the link ``name`` (one of ``schema.links``) leads to: ``GET <resource>/<name>``
+        answers it, and ``?include=<name>`` embeds it in the resource."""
+        raise NotFound(f"{self.schema.id} has no link {name!r}")
 
     async def follow_link(self, caller: Caller, record: Record, name: str) -> dict[str, Any]:
         """``GET <resource>/<link>`` for links computed on request (stats and the like)."""

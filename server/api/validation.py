@@ -86,9 +86,11 @@ def check_value(name: str, spec: Field, value: Any) -> Any:
     """Check one value against its field; return it (numbers normalised)."""
     kind = spec.type
     if (m := _ARRAY.match(kind)) is not None:
+        if spec.lenient and not isinstance(value, list):
+            value = [value]
         if not isinstance(value, list):
             raise invalid("InvalidType", name, f"{name} must be a list")
-        item = Field(type=m.group(1))
+        item = Field(type=m.group(1), lenient=spec.lenient)
         return [check_value(name, item, v) for v in value]
     if (m := _MAP.match(kind)) is not None:
         if not isinstance(value, dict):
@@ -97,6 +99,8 @@ def check_value(name: str, spec: Field, value: Any) -> Any:
         return {str(k): check_value(name, item, v) for k, v in value.items()}
     if kind in ("string", "password", "masked", "multiline", "enum", "date") or \
             kind.startswith("reference["):
+        if spec.lenient and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str):
             raise invalid("InvalidType", name, f"{name} must be a string")
         _check_length(name, spec, value)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from server.api.schema import SUBSCRIBE
 from server.api.types import TypeRegistry
 from server.resources import (
     accounts,
+    container_links,
     containers,
     credentials,
+    host_stats,
     hosts,
     registries,
     volumes,
@@ -18,6 +21,7 @@ def build_types() -> TypeRegistry:
     for rtype in [*accounts.types(), *credentials.types(), *hosts.types(),
                   *containers.types(), *registries.types(), *volumes.types()]:
         registry.add(rtype)
-    for schema in [hosts.HOST_INSPECTION, *containers.EMBEDDED]:
+    for schema in [hosts.HOST_INSPECTION, *hosts.EMBEDDED, *containers.EMBEDDED,
+                   *container_links.EMBEDDED, host_stats.HOST_STATS, SUBSCRIBE]:
         registry.add_embedded(schema)
     return registry

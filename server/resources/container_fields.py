@@ -33,6 +33,9 @@ DRIVER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.:/-]*")  # also plugins: vendo
 PROTOCOLS = ("tcp", "udp")  # Docker also knows sctp; Corral's port handling does not
 DEFAULT_VOLUME_MODE = "rw"
 DEFAULT_DEVICE_PERMISSIONS = "rwm"
+PORT_WRONG_FORMAT = "PortWrongFormat"  # Rancher's code for a malformed ports entry
+BLKIO_WEIGHTS = (10, 1000)  # the kernel's (CFQ) bounds, which Docker enforces
+BLKIO_OPTIONS = ("weight", "readBps", "writeBps", "readIops", "writeIops")
 
 _WILDCARD_IPS = frozenset({"0.0.0.0", "::"})
 _PORT = re.compile(r"(?:(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?P<host>[0-9]{0,5}):)?"
@@ -59,7 +62,8 @@ def parse_ports(values: list[str]) -> list[dict[str, Any]]:
     """``ports``: ``[[hostIp:][hostPort]:]containerPort[/protocol]`` → port mappings.
 
     A missing ``hostPort`` is null (Docker picks one), a missing ``hostIp`` null (the agent
-    binds the host's agent IP). Two entries that would bind the same address are refused.
+    binds the host's agent IP). Two entries that would bind the same address are refused. A
+    malformed entry is Rancher's ``PortWrongFormat``.
     """
     ports: list[dict[str, Any]] = []
     bound: dict[tuple[int, str], set[str | None]] = {}  # (hostPort, protocol) → host IPs
@@ -67,11 +71,12 @@ def parse_ports(values: list[str]) -> list[dict[str, Any]]:
         m = _PORT.fullmatch(entry)
         if m is None:
             raise _entry("ports", entry, "is not [[hostIp:]hostPort:]containerPort[/protocol], "
-                         "e.g. 8080:80/tcp")
-        host_ip = _ip("ports", entry, m["ip"].strip("[]")) if m["ip"] else None
-        host_port = _port("ports", entry, m["host"]) if m["host"] else None
-        container_port = _port("ports", entry, m["ctr"])
-        protocol = _protocol("ports", entry, m["proto"])
+                         "e.g. 8080:80/tcp", PORT_WRONG_FORMAT)
+        host_ip = _ip("ports", entry, m["ip"].strip("[]"), PORT_WRONG_FORMAT) \
+            if m["ip"] else None
+        host_port = _port("ports", entry, m["host"], PORT_WRONG_FORMAT) if m["host"] else None
+        container_port = _port("ports", entry, m["ctr"], PORT_WRONG_FORMAT)
+        protocol = _protocol("ports", entry, m["proto"], PORT_WRONG_FORMAT)
         if host_port is not None:
             ips = bound.setdefault((host_port, protocol), set())
             if _overlaps(host_ip, ips):
@@ -271,6 +276,48 @@ def parse_ulimits(value: Any) -> list[dict[str, Any]]:
     return ulimits
 
 
+def parse_blkio_weight(value: Any, field: str = "blkioWeight") -> int | None:
+    """A block I/O weight: 10-1000, with 0 and null meaning Docker's default."""
+    weight = check_int(value, field)
+    if not weight:
+        return None
+    low, high = BLKIO_WEIGHTS
+    if weight < low:
+        raise invalid("MinLimitExceeded", field, f"{field} must be at least {low} (or 0 for "
+                      "the default)")
+    if weight > high:
+        raise invalid("MaxLimitExceeded", field, f"{field} must be at most {high}")
+    return weight
+
+
+def parse_blkio_device_options(value: Any) -> list[dict[str, Any]]:
+    """``blkioDeviceOptions``: ``{"/dev/sda": {weight, readBps, writeBps, readIops,
+    writeIops}}`` → one entry per device, sorted by path; rates are 0 or more."""
+    field = "blkioDeviceOptions"
+    if value is None:
+        return []
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise invalid("InvalidType", field, f"{field} maps device paths to "
+                      "{weight, readBps, writeBps, readIops, writeIops}")
+    options: list[dict[str, Any]] = []
+    for path in sorted(value):
+        limits = value[path]
+        unknown = sorted(set(limits) - set(BLKIO_OPTIONS))
+        if unknown:
+            raise invalid("InvalidOption", field, f"{field} for {path} has {unknown[0]!r}, "
+                          f"which is not one of {', '.join(BLKIO_OPTIONS)}")
+        entry: dict[str, Any] = {"path": _absolute(field, path, path),
+                                 "weight": parse_blkio_weight(limits.get("weight"), field)}
+        for key in ("readBps", "writeBps", "readIops", "writeIops"):
+            rate = check_int(limits.get(key), field)  # bytes or operations per second
+            if rate is not None and rate < 0:
+                raise invalid("MinLimitExceeded", field, f"{field} for {path}: {key} must "
+                              "be 0 or more")
+            entry[key] = rate or None
+        options.append(entry)
+    return options
+
+
 def check_int(value: Any, field: str) -> int | None:
     """``value`` when it is an integer or null (for json fields, which the schema leaves be)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -292,24 +339,24 @@ def _entry(field: str, entry: str, problem: str, code: str = "InvalidFormat") ->
     return invalid(code, field, f"{field} entry {entry!r} {problem}")
 
 
-def _ip(field: str, entry: str, text: str) -> str:
+def _ip(field: str, entry: str, text: str, code: str = "InvalidFormat") -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        raise _entry(field, entry, f"has {text!r}, which is not an IP address") from None
+        raise _entry(field, entry, f"has {text!r}, which is not an IP address", code) from None
 
 
-def _port(field: str, entry: str, text: str) -> int:
+def _port(field: str, entry: str, text: str, code: str = "InvalidFormat") -> int:
     port = int(text)
     if not 1 <= port <= 65535:
-        raise _entry(field, entry, f"has port {text}, outside 1-65535")
+        raise _entry(field, entry, f"has port {text}, outside 1-65535", code)
     return port
 
 
-def _protocol(field: str, entry: str, text: str | None) -> str:
+def _protocol(field: str, entry: str, text: str | None, code: str = "InvalidFormat") -> str:
     protocol = (text or "tcp").lower()
     if protocol not in PROTOCOLS:
-        raise _entry(field, entry, f"has protocol {text!r}; use tcp or udp")
+        raise _entry(field, entry, f"has protocol {text!r}; use tcp or udp", code)
     return protocol
 
 

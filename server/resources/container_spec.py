@@ -28,6 +28,8 @@ from server.resources.container_fields import (
     check_int,
     check_str_map,
     is_domain,
+    parse_blkio_device_options,
+    parse_blkio_weight,
     parse_capabilities,
     parse_devices,
     parse_dns,
@@ -41,8 +43,9 @@ from server.resources.container_fields import (
     parse_volumes,
 )
 
-__all__ = ["build_spec", "parse_expose", "parse_image", "parse_memory", "parse_ports",
-           "parse_volumes", "volume_names"]
+__all__ = ["ENVIRONMENT_UUID_LABEL", "build_spec", "parse_expose", "parse_image",
+           "parse_memory", "parse_ports", "parse_volumes", "volume_names",
+           "with_environment_label"]
 
 MIB = 1024 * 1024
 MIN_MEMORY = 6 * MIB  # Docker refuses smaller memory limits
@@ -50,6 +53,12 @@ MAX_INT64 = 2**63 - 1
 MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262_144  # the kernel's bounds, which Docker enforces
 MAX_UTS_NAME = 64  # the kernel's limit for a hostname or domain name
 RESERVED_LABELS = frozenset({"io.rancher.container.uuid", "io.corral.managed"})
+# Rancher sets this label to the container's environment, whatever the client sent.
+ENVIRONMENT_UUID_LABEL = "io.rancher.environment.uuid"
+# List fields where Rancher's converter took one value for a one-element list and a number
+# for a string (``ports: [80]``, ``devices: "/dev/fuse"``).
+LENIENT_LISTS = frozenset({"ports", "expose", "dataVolumes", "dns", "dnsSearch", "capAdd",
+                           "capDrop", "devices", "extraHosts"})
 IPC_MODES = ("host", "shareable", "private", "none")
 
 _SIZE = re.compile(r"([0-9]{1,30}(?:\.[0-9]{1,30})?) ?([kmgtp]?)(?:i?b)?", re.IGNORECASE)
@@ -72,6 +81,7 @@ def build_spec(values: Mapping[str, Any], *, uuid: str, name: str | None) -> dic
                                    driver=_volume_driver(values))
     memory, memory_swap = _memory_limits(values)
     _check_reservations(values, memory)
+    _refuse_build(values)
     return {
         "uuid": uuid,
         "name": name,
@@ -110,7 +120,19 @@ def build_spec(values: Mapping[str, Any], *, uuid: str, name: str | None) -> dic
         "devices": parse_devices(_str_list(values, "devices")),
         "logConfig": parse_log_config(values.get("logConfig")),
         "ulimits": parse_ulimits(values.get("ulimits")),
+        "publishAllPorts": _bool(values, "publishAllPorts"),
+        "blkioWeight": parse_blkio_weight(values.get("blkioWeight")),
+        "blkioDeviceOptions": parse_blkio_device_options(values.get("blkioDeviceOptions")),
     }
+
+
+def with_environment_label(values: Mapping[str, Any], environment_uuid: str) -> dict[str, Any]:
+    """``values`` with the environment label set as Rancher sets it (a sent one is
+    replaced); other labels are checked later, by ``build_spec``."""
+    labels = values.get("labels")
+    labels = dict(labels) if isinstance(labels, dict) else {}
+    labels[ENVIRONMENT_UUID_LABEL] = environment_uuid
+    return {**values, "labels": labels}
 
 
 def volume_names(spec: Mapping[str, Any]) -> list[str]:
@@ -169,9 +191,18 @@ def _str_list(values: Mapping[str, Any], key: str) -> list[str]:
     value = values.get(key)
     if value is None:
         return []
+    if key in LENIENT_LISTS:
+        value = _as_strings(value)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise invalid("InvalidType", key, f"{key} must be a list of strings")
     return list(value)
+
+
+def _as_strings(value: Any) -> Any:
+    """Rancher's reading of a list of strings: one value is a list of one, and an integer
+    stands for its digits; anything else is left for the type check to refuse."""
+    items = value if isinstance(value, list) else [value]
+    return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in items]
 
 
 def _bool(values: Mapping[str, Any], key: str) -> bool:
@@ -253,12 +284,21 @@ def _network_mode(values: Mapping[str, Any]) -> str:
                           "container")
     elif mode.startswith("container:"):
         key, target = "networkMode", mode.removeprefix("container:")
-    else:
-        raise invalid("InvalidOption", "networkMode",
-                      "networkMode must be bridge, managed, host, none or container:<id>")
+    else:  # Rancher looks other names up as networks of the environment
+        raise invalid("InvalidReference", "networkMode",
+                      f"networkMode {mode!r}: no network of that name in this environment "
+                      "(Corral has bridge, managed, host, none and container:<id>)")
     if not _CONTAINER_REF.fullmatch(target):
         raise invalid("InvalidFormat", key, f"{key}: {target!r} is not a container id")
     return f"container:{target}"
+
+
+def _refuse_build(values: Mapping[str, Any]) -> None:
+    """Rancher could build an image on the host from ``build``; Corral's agents cannot, so a
+    build is refused rather than ignored."""
+    if values.get("build") not in (None, {}):
+        raise invalid("InvalidOption", "build", "build is not supported: Corral runs images "
+                      "from a registry; build and push the image, then name it in imageUuid")
 
 
 def _cpu_shares(values: Mapping[str, Any]) -> int | None:

@@ -15,8 +15,9 @@ from server.agents.instructions import api_error
 from server.agents.liveness import AgentState
 from server.api.context import RequestContext
 from server.api.errors import Conflict as ApiConflict
+from server.api.errors import NotFound
 from server.api.schema import Action, Field, Schema, Scope
-from server.api.types import ResourceType, entered
+from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
 from server.lifecycle import Lifecycle, step
 from server.store import Condition, Conflict, Query, Record, Store, Transaction
@@ -25,6 +26,10 @@ from shared.ids import format_id
 
 LIVE_STATES = frozenset({"active", "reconnecting", "disconnected"})
 MIB = 1024 * 1024
+HOST_LINKS = ("agent", "physicalHost", "storagePools", "ipAddresses", "hostLabels",
+              "instances")
+# The containers listed by a host's instances link (Rancher paginated it; Corral cuts it).
+INSTANCES_LIMIT = 1000
 
 
 class HostState(StrEnum):
@@ -68,6 +73,7 @@ HOST = Schema(
     actions=HOST_LIFECYCLE.actions(),
     collection_methods=("GET",),
     resource_methods=("GET", "PUT", "DELETE"),
+    links=HOST_LINKS,
 )
 
 HOST_INSPECTION = Schema(
@@ -77,6 +83,24 @@ HOST_INSPECTION = Schema(
     fields={"hostId": Field(type="reference[host]"), "facts": Field(type="json"),
             "docker": Field(type="json"), "durationMs": Field(type="int")},
 )
+
+
+# What a host's links lead to that Corral keeps on the host itself.
+AGENT = Schema(id="agent", scope=Scope.PROJECT, embedded=True, fields={
+    "hostId": Field(type="reference[host]"), "state": Field(), "version": Field(),
+    "ipAddress": Field()})
+PHYSICAL_HOST = Schema(id="physicalHost", scope=Scope.PROJECT, embedded=True, fields={
+    "hostId": Field(type="reference[host]"), "name": Field(), "kind": Field(),
+    "info": Field(type="json")})
+IP_ADDRESS = Schema(id="ipAddress", scope=Scope.PROJECT, embedded=True, fields={
+    "hostId": Field(type="reference[host]"), "address": Field(), "kind": Field(),
+    "state": Field()})
+EMBEDDED = [AGENT, PHYSICAL_HOST, IP_ADDRESS]
+
+
+def host_labels(host_id: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{"key": key, "value": value, "kind": "host", "hostId": host_id}
+            for key, value in sorted(labels.items())]
 
 
 def facts_fields(facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,9 +201,45 @@ class HostType(ResourceType):
     lifecycle = HOST_LIFECYCLE
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
+        return {"labels": self.labels_of(record)}
+
+    @staticmethod
+    def labels_of(record: Record) -> dict[str, str]:
         labels = dict(record.data.get("reportedLabels") or {})
         labels.update(record.data.get("userLabels") or {})
-        return {"labels": labels}
+        return labels
+
+    async def linked(self, caller: Caller, record: Record, name: str) -> Linked:
+        host_id = format_id(HOST.id_prefix, record.id)
+        on_host = [Condition("hostId", "eq", record.id, "int"), Condition("removed", "null")]
+        match name:
+            case "agent":
+                return Linked("agent", one=True, objects=[{
+                    "hostId": host_id, "state": record.data.get("agentState"),
+                    "version": record.data.get("agentVersion"),
+                    "ipAddress": record.data.get("agentIpAddress")}])
+            case "physicalHost":
+                return Linked("physicalHost", one=True, objects=[{
+                    "hostId": host_id, "name": record.data.get("hostname") or record.name,
+                    "kind": "physicalHost", "info": record.data.get("info")}])
+            case "storagePools":
+                return Linked("storagePool", records=await caller.store.list(Query(
+                    types=["storagePool"], project_id=record.project_id, limit=100,
+                    conditions=on_host)))
+            case "ipAddresses":
+                address = record.data.get("agentIpAddress")
+                return Linked("ipAddress", objects=[
+                    {"hostId": host_id, "address": address, "kind": "docker",
+                     "state": "active"}] if address else [])
+            case "hostLabels":
+                return Linked("label", objects=host_labels(host_id, self.labels_of(record)))
+            case "instances":
+                containers = await caller.store.list(Query(
+                    types=["container"], project_id=record.project_id,
+                    limit=INSTANCES_LIMIT + 1, conditions=on_host))
+                return Linked("container", records=containers[:INSTANCES_LIMIT],
+                              partial=len(containers) > INSTANCES_LIMIT)
+        raise NotFound(f"host has no link {name!r}")
 
     def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:
         return {"stats": f"{self_url}/stats",

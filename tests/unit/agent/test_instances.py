@@ -114,6 +114,9 @@ FULL_SPEC = spec(
              {"pathOnHost": "/dev/sda", "pathInContainer": "/dev/xvda", "permissions": "r"}],
     logConfig={"driver": "json-file", "config": {"max-size": "10m"}},
     ulimits=[{"name": "nofile", "soft": 1024, "hard": 4096}],
+    publishAllPorts=True, blkioWeight=300,
+    blkioDeviceOptions=[{"path": "/dev/sda", "weight": 200, "readBps": 1048576,
+                         "writeBps": None, "readIops": None, "writeIops": 50}],
 )
 
 
@@ -160,6 +163,13 @@ def test_create_params_puts_every_field_of_a_full_spec_in_its_docker_kwarg() -> 
             "log_config": {"Type": "json-file", "Config": {"max-size": "10m"}},
             "ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 4096}],
             "volume_driver": "local",
+            "publish_all_ports": True,
+            "blkio_weight": 300,
+            "blkio_weight_device": [{"Path": "/dev/sda", "Weight": 200}],
+            "device_read_bps": [{"Path": "/dev/sda", "Rate": 1048576}],
+            "device_write_bps": None,
+            "device_read_iops": None,
+            "device_write_iops": [{"Path": "/dev/sda", "Rate": 50}],
         },
     }
 
@@ -642,7 +652,7 @@ def test_every_instance_instruction_is_in_the_handler_table() -> None:
     assert {name for name in HANDLERS if name.startswith("instance.")} == {
         "instance.create", "instance.start", "instance.stop", "instance.restart",
         "instance.remove", "instance.inspect", "instance.logs", "instance.exec",
-        "instance.stats"}
+        "instance.proxy", "instance.stats"}
 
 
 def test_the_fake_keeps_inspect_shapes_like_the_real_engine() -> None:

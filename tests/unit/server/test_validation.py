@@ -175,9 +175,10 @@ def test_create_ignores_fields_that_are_not_creatable(field: str, value: Any) ->
     assert validate_create(WIDGET, {"serial": "s", field: value}) == {"serial": "s", **DEFAULTS}
 
 
-def test_create_of_an_api_key_ignores_its_read_only_values() -> None:
-    body = {"name": "ci", "publicValue": "AK", "secretValue": "SK"}
-    assert validate_create(API_KEY, body) == {"name": "ci"}
+def test_create_of_an_api_key_takes_the_keys_given_as_rancher_does() -> None:
+    body = {"name": "ci", "publicValue": "AK", "secretValue": "SK", "state": "inactive"}
+    assert validate_create(API_KEY, body) == {"name": "ci", "publicValue": "AK",
+                                              "secretValue": "SK"}
 
 
 @pytest.mark.parametrize("body", [[], ["serial"], "serial=s", 5, True])
