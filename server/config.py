@@ -29,7 +29,6 @@ class Settings:
     hello_timeout: float = 10.0
     instruction_timeout: float = 45.0
     max_body_bytes: int = 1024 * 1024
-    agent_queue_size: int = 256
     # The change log keeps at least this many entries (and every one younger than 10 min).
     change_log_keep: int = 100_000
     # A connection must send a complete request head within this many seconds of opening or
