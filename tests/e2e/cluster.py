@@ -85,4 +85,10 @@ def docker_state(container_uuid: str, docker_host: str | None = None) -> dict[st
     if not ids:
         return None
     assert len(ids) == 1, f"{len(ids)} docker containers for {container_uuid}"
-    return dict(json.loads(docker("inspect", ids[0], docker_host=docker_host))[0])
+    prefix = ["docker"] if docker_host is None else ["docker", "-H", docker_host]
+    result = subprocess.run([*prefix, "inspect", ids[0]], capture_output=True, text=True,
+                            timeout=60)
+    if result.returncode != 0 and "No such object" in result.stderr:
+        return None  # removed between the listing and the inspection
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout)[0])
