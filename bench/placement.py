@@ -56,6 +56,7 @@ EARLY = 1000  # the first cost probe: the environment holds this many containers
 TARGET_AGENTS, TARGET_CONTAINERS = 1000, 10_000
 TARGET_RATE, TARGET_COST_RATIO = 500.0, 1.5
 IDLE_TIMEOUT = 600.0
+RESTING = ("running", "stopped", "error")
 
 
 @dataclass
@@ -150,10 +151,14 @@ class Api:
             return resp.status, time.perf_counter() - started
 
     async def busy(self) -> bool:
-        """Whether any container operation is still under way."""
-        async with self._http.get(f"{self._url}/containers?transitioning=yes&limit=1",
-                                  headers=self._auth) as resp:
-            return bool((await resp.json())["data"])
+        """Whether any container is still on its way (in none of the resting states)."""
+        resting = "&".join(f"state_ne={state}" for state in RESTING)
+        async with self._http.get(f"{self._url}/containers?{resting}&removed_null=true"
+                                  "&limit=1", headers=self._auth) as resp:
+            body = await resp.json()
+            if resp.status != 200:
+                raise BenchError(f"listing containers: {resp.status} {body.get('message')}")
+            return bool(body["data"])
 
     async def per_host(self) -> tuple[Counter[str], Counter[str]]:
         """Containers per host, and per state."""
