@@ -41,6 +41,9 @@ async def act(caller: Caller, record: Record, action: str,
     """Run ``action`` on ``record`` with ``body`` as its input."""
     rtype = resource_type(caller, record.type)
     spec = rtype.schema.actions.get(action)
+    if action == "update" and rtype.update_action_is_put and \
+            action in rtype.available_actions(record):
+        return await update(caller, record, body)
     input_schema = caller.services.types.schema(spec.input) if spec and spec.input else None
     values = validate_input(input_schema, body)
     return await rtype.run_action(caller, record, action, values)

@@ -78,9 +78,10 @@ async def _project(services: Services, principal: Principal, raw: str | None) ->
 
 def _project_link(services: Services, segments: list[str]) -> bool:
     """``/projects/<id>/<name>`` names a project's own link (``hostStats``), not a
-    collection scoped to that project."""
+    collection scoped to that project (a link like ``hosts`` leads to that collection)."""
     project = services.types.schema("project")
-    return len(segments) == 3 and project is not None and segments[2] in project.links
+    return len(segments) == 3 and project is not None and segments[2] in project.links \
+        and services.types.by_collection(segments[2]) is None
 
 
 async def api(request: web.Request) -> web.StreamResponse:

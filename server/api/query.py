@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from multidict import MultiMapping
@@ -17,7 +18,7 @@ from multidict import MultiMapping
 from server.api.errors import invalid
 from server.api.schema import Field, Schema
 from server.store.interface import INDEXED_DATA, Condition, Operator, ValueKind
-from shared.ids import MAX_ROW
+from shared.ids import MAX_ROW, format_id, parse_id
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 3000  # Rancher's own cap (its docs say 1000; its code says 3000)
@@ -71,6 +72,8 @@ def _convert(name: str, spec: Field, raw: str) -> Any:
         number = int(match.group(1))
         return number if number <= MAX_ROW else -1    # beyond every row: matches nothing
     kind = value_kind(spec)
+    if spec.type == "date":
+        return _date_ms(name, raw)
     try:
         if kind == "int":
             return _in_int_range(name, int(raw))
@@ -98,6 +101,23 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _date_ms(name: str, raw: str) -> int:
+    """A date filter's value as the stored milliseconds: a number of them, or a timestamp as
+    the API shows dates (``2016-08-12T17:59:53Z``; UTC where no offset is given)."""
+    if re.fullmatch(r"-?[0-9]{1,20}", raw):
+        return _in_int_range(name, int(raw))
+    if re.fullmatch(r"-?[0-9]+", raw):
+        raise invalid("InvalidFormat", name, f"{name} does not fit in a 64-bit integer")
+    try:
+        stamp = datetime.fromisoformat(raw)
+    except ValueError:
+        raise invalid("InvalidFormat", name, f"filter {name} needs a date such as "
+                                             "2016-08-12T17:59:53Z") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return _in_int_range(name, round(stamp.timestamp() * 1000))
 
 
 def _in_int_range(name: str, value: int) -> int:
@@ -163,7 +183,7 @@ def parse_collection_query(schema: Schema, params: MultiMapping[str]) -> Collect
         for raw in params.getall(param):
             value = None if modifier in ("null", "notnull") else _convert(name, spec, raw)
             if name == "id" and value is not None:
-                value = _id_number(schema, str(value))
+                value = _id_number(schema, name, modifier, str(value))
             conditions.append(Condition(field=FIELD_COLUMNS.get(name, name), op=modifier,
                                         value=value, kind="int" if name == "id"
                                         else value_kind(spec)))
@@ -180,8 +200,13 @@ def parse_collection_query(schema: Schema, params: MultiMapping[str]) -> Collect
                            offset=parse_marker(params.get("marker")))
 
 
-def _id_number(schema: Schema, raw: str) -> int:
-    from shared.ids import parse_id
-
+def _id_number(schema: Schema, name: str, modifier: Operator, raw: str) -> int:
+    """An id's row number. Another type's id (or none at all) equals no row here, but has no
+    place in an order, so a comparison with it is refused."""
     number = parse_id(raw, schema.id_prefix)
-    return number if number is not None else -1
+    if number is not None:
+        return number
+    if modifier in ("eq", "ne"):
+        return -1
+    raise invalid("InvalidFormat", name, f"filter {name}_{modifier} needs an id such as "
+                                         f"{format_id(schema.id_prefix, 5)}")

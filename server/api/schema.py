@@ -15,9 +15,13 @@ from typing import Any
 
 from shared.ids import prefix_for
 
+# The modifiers of a filter, by the field's type, as Rancher 1.6 offers them: ordering for
+# numbers, dates and ids; equality alone for references, booleans and ``state``. Other enums
+# take the string modifiers, as Rancher's (it took them from the column, a string).
 STRING_MODIFIERS = ("eq", "ne", "null", "notnull", "prefix", "like", "notlike")
 NUMBER_MODIFIERS = ("eq", "ne", "lt", "lte", "gt", "gte", "null", "notnull")
-BOOL_MODIFIERS = ("eq", "ne", "null", "notnull")
+EQUALITY_MODIFIERS = ("eq", "ne", "null", "notnull")
+BOOL_MODIFIERS = EQUALITY_MODIFIERS
 
 
 class Scope(StrEnum):
@@ -73,8 +77,8 @@ class Field:
             return self.filter_modifiers
         if self.type in ("int", "float", "date"):
             return NUMBER_MODIFIERS
-        if self.type == "boolean":
-            return BOOL_MODIFIERS
+        if self.type == "boolean" or self.type.startswith("reference["):
+            return EQUALITY_MODIFIERS
         return STRING_MODIFIERS
 
 
@@ -89,19 +93,21 @@ class Action:
 
 # Fields every resource has; resources add their own beside them.
 COMMON_FIELDS: Mapping[str, Field] = {
-    "id": Field(type="string", nullable=False),
+    # Ids are row numbers underneath, so they order as Rancher's did.
+    "id": Field(type="string", nullable=False, filter_modifiers=NUMBER_MODIFIERS),
     "type": Field(type="string", nullable=False, filterable=False),
     "baseType": Field(type="string", nullable=False, filterable=False),
     "kind": Field(type="string", nullable=False),
     "uuid": Field(type="string", nullable=False),
     "name": Field(type="string", create=True, update=True, max_length=255),
     "description": Field(type="string", create=True, update=True, max_length=1024),
-    "state": Field(type="enum", nullable=False),
+    "state": Field(type="enum", nullable=False, filter_modifiers=EQUALITY_MODIFIERS),
     "accountId": Field(type="reference[account]", filterable=False),
-    "transitioning": Field(type="enum", options=("yes", "no", "error"), nullable=False),
+    "transitioning": Field(type="enum", options=("yes", "no", "error"), nullable=False,
+                           filterable=False),
     "transitioningMessage": Field(type="string", filterable=False),
     "transitioningProgress": Field(type="int", filterable=False),
-    "created": Field(type="date", filterable=False),
+    "created": Field(type="date"),
     "createdTS": Field(type="int", filterable=False),
     "removed": Field(type="date"),
     "removedTS": Field(type="int", filterable=False),

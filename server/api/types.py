@@ -63,6 +63,9 @@ class ResourceType:
     """Generic behaviour of a resource type; subclasses override what differs."""
 
     lifecycle: Lifecycle = TEMPLATE
+    # Whether the ``update`` action is Rancher's update process asked for alone: its body
+    # changes what a PUT's would (a type with an update operation of its own says False).
+    update_action_is_put = False
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema

@@ -29,6 +29,8 @@ CAPABILITIES = frozenset((  # Linux's, without the CAP_ prefix
     "SETUID", "SYSLOG", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE",
     "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG",
     "WAKE_ALARM"))
+# What capAdd and capDrop offer as options: ALL and each name, as Rancher listed them.
+CAPABILITY_OPTIONS = ("ALL", *sorted(CAPABILITIES))
 DRIVER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.:/-]*")  # also plugins: vendor/name:tag
 PROTOCOLS = ("tcp", "udp")  # Docker also knows sctp; Corral's port handling does not
 DEFAULT_VOLUME_MODE = "rw"

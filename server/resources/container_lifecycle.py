@@ -103,7 +103,8 @@ REMOVE_LABEL = Schema(id="removeLabelInput", scope=Scope.PROJECT, embedded=True,
 })
 CONTAINER_PROXY = Schema(id="containerProxy", scope=Scope.PROJECT, embedded=True, fields={
     "port": Field(type="int", create=True, default=80, min=1, max=65535),
-    "scheme": Field(type="enum", create=True, default="http", options=("http", "https")),
+    "scheme": Field(type="enum", create=True, nullable=False, default="http",
+                    options=("http", "https")),
 })
 
 EMBEDDED = [ADD_LABEL, REMOVE_LABEL, CONTAINER_PROXY]

@@ -27,6 +27,12 @@ VOLUME_SCAN_LIMIT = 10_000
 
 _INSTANCE = Field(type="reference[container]")
 _HOST = Field(type="reference[host]")
+# The states Rancher's schemas give ports and mounts; Corral's values are among them.
+PORT_STATES = ("activating", "active", "deactivating", "inactive", "purged", "purging",
+               "registering", "removed", "removing", "requested", "restoring",
+               "updating-active", "updating-inactive")
+MOUNT_STATES = ("activating", "active", "deactivating", "inactive", "removed", "removing",
+                "requested")
 
 
 def _embedded(schema_id: str, fields: Mapping[str, Field]) -> Schema:
@@ -37,23 +43,25 @@ INSTANCE_HOST_MAP = _embedded("instanceHostMap", {
     "instanceId": _INSTANCE, "hostId": _HOST, "state": Field()})
 PORT = _embedded("port", {
     "instanceId": _INSTANCE, "privatePort": Field(type="int"), "publicPort": Field(type="int"),
-    "protocol": Field(type="enum", options=("tcp", "udp")), "bindAddress": Field(),
-    "kind": Field(), "state": Field()})
+    # Rancher declares strings for kinds and protocols; the values are those it showed.
+    "protocol": Field(), "bindAddress": Field(),
+    "kind": Field(), "state": Field(type="enum", nullable=False, options=PORT_STATES)})
 NIC = _embedded("nic", {
     "instanceId": _INSTANCE, "deviceNumber": Field(type="int"), "ipAddress": Field(),
     "networkMode": Field(), "state": Field()})
 MOUNT = _embedded("mount", {
     "instanceId": _INSTANCE, "volumeId": Field(type="reference[volume]"),
-    "volumeName": Field(), "kind": Field(type="enum", options=("bind", "volume")),
-    "source": Field(), "path": Field(), "permissions": Field(), "state": Field()})
+    "volumeName": Field(), "kind": Field(),
+    "source": Field(), "path": Field(), "permissions": Field(),
+    "state": Field(type="enum", nullable=False, options=MOUNT_STATES)})
 LABEL = _embedded("label", {
-    "key": Field(), "value": Field(), "kind": Field(type="enum", options=("container", "host")),
+    "key": Field(), "value": Field(), "kind": Field(),
     "instanceId": _INSTANCE, "hostId": _HOST})
 # The types of the container's structured fields, as Rancher's schemas name them.
 RESTART_POLICY = _embedded("restartPolicy", {
-    "name": Field(type="enum", create=True,
+    "name": Field(type="enum", create=True, nullable=False,
                   options=("no", "always", "unless-stopped", "on-failure")),
-    "maximumRetryCount": Field(type="int", create=True, min=0)})
+    "maximumRetryCount": Field(type="int", create=True, nullable=False, min=0)})
 LOG_CONFIG = _embedded("logConfig", {
     "driver": Field(create=True), "config": Field(type="map[string]", create=True)})
 DOCKER_BUILD = _embedded("dockerBuild", {

@@ -43,7 +43,7 @@ from server.resources.container_fields import (
     parse_volumes,
 )
 
-__all__ = ["ENVIRONMENT_UUID_LABEL", "build_spec", "parse_expose", "parse_image",
+__all__ = ["ENVIRONMENT_UUID_LABEL", "PID_MODES", "build_spec", "parse_expose", "parse_image",
            "parse_memory", "parse_ports", "parse_volumes", "volume_names",
            "with_environment_label"]
 
@@ -60,6 +60,7 @@ ENVIRONMENT_UUID_LABEL = "io.rancher.environment.uuid"
 LENIENT_LISTS = frozenset({"ports", "expose", "dataVolumes", "dns", "dnsSearch", "capAdd",
                            "capDrop", "devices", "extraHosts"})
 IPC_MODES = ("host", "shareable", "private", "none")
+PID_MODES = ("host",)  # or unset: the container's own PID namespace
 
 _SIZE = re.compile(r"([0-9]{1,30}(?:\.[0-9]{1,30})?) ?([kmgtp]?)(?:i?b)?", re.IGNORECASE)
 _UNITS = {unit: 1024**power for power, unit in enumerate(("", "k", "m", "g", "t", "p"))}
@@ -386,7 +387,7 @@ def _uts_name(values: Mapping[str, Any], key: str) -> str | None:
 
 def _pid_mode(values: Mapping[str, Any]) -> str | None:
     mode = _str(values, "pidMode")
-    if mode not in (None, "host"):
+    if mode is not None and mode not in PID_MODES:
         raise invalid("InvalidOption", "pidMode", "pidMode must be host or unset")
     return mode
 

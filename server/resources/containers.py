@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from server.api.context import RequestContext
@@ -17,6 +18,7 @@ from server.api.render import iso
 from server.api.schema import Field, Schema, Scope
 from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
+from server.resources.container_fields import CAPABILITY_OPTIONS
 from server.resources.container_lifecycle import (
     CONTAINER_LIFECYCLE,
     STOPPABLE,
@@ -34,20 +36,26 @@ from server.resources.container_refs import (
     valid_host_ids,
     with_volume_mounts,
 )
-from server.resources.container_spec import build_spec, volume_names, with_environment_label
+from server.resources.container_spec import (
+    PID_MODES,
+    build_spec,
+    volume_names,
+    with_environment_label,
+)
 from server.resources.volumes import named_volume_hosts, release_mounts
 from server.store import Condition, Conflict, NewRecord, Query, Record, Transaction
 from shared.ids import format_id, parse_id
 
 _S = "array[string]"
 _M = "map[string]"
+_CAPS = "array[enum]"  # checked item by item in container_fields.parse_capabilities
 
 CONTAINER_FIELDS: dict[str, Field] = {
     "imageUuid": Field(create=True, required=True, nullable=False, max_length=1024),
     "command": Field(type="json", create=True),
     "entryPoint": Field(type="json", create=True),
-    "environment": Field(type=_M, create=True, filterable=False),
-    "labels": Field(type=_M, create=True, update=True, filterable=False),
+    "environment": Field(type=_M, create=True, nullable=False, filterable=False),
+    "labels": Field(type=_M, create=True, update=True, nullable=False, filterable=False),
     "ports": Field(type=_S, create=True, filterable=False, lenient=True),
     "expose": Field(type=_S, create=True, filterable=False, lenient=True),
     "dataVolumes": Field(type=_S, create=True, filterable=False, lenient=True),
@@ -64,26 +72,28 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "memorySwap": Field(type="json", create=True),
     "memoryReservation": Field(type="json", create=True),
     "milliCpuReservation": Field(type="int", create=True, min=0),
-    "privileged": Field(type="boolean", create=True, default=False),
-    "capAdd": Field(type=_S, create=True, filterable=False, lenient=True),
-    "capDrop": Field(type=_S, create=True, filterable=False, lenient=True),
+    "privileged": Field(type="boolean", create=True, nullable=False, default=False),
+    "capAdd": Field(type=_CAPS, create=True, filterable=False, lenient=True,
+                    options=CAPABILITY_OPTIONS),
+    "capDrop": Field(type=_CAPS, create=True, filterable=False, lenient=True,
+                     options=CAPABILITY_OPTIONS),
     "devices": Field(type=_S, create=True, filterable=False, lenient=True),
     "user": Field(create=True),
     "workingDir": Field(create=True),
-    "tty": Field(type="boolean", create=True, default=False),
-    "stdinOpen": Field(type="boolean", create=True, default=False),
+    "tty": Field(type="boolean", create=True, nullable=False, default=False),
+    "stdinOpen": Field(type="boolean", create=True, nullable=False, default=False),
     "logConfig": Field(type="logConfig", create=True, filterable=False),
     "hostname": Field(create=True),
     "domainName": Field(create=True),
     "extraHosts": Field(type=_S, create=True, filterable=False, lenient=True),
-    "readOnly": Field(type="boolean", create=True, default=False),
-    "pidMode": Field(create=True),
+    "readOnly": Field(type="boolean", create=True, nullable=False, default=False),
+    "pidMode": Field(type="enum", create=True, options=PID_MODES),
     "ipcMode": Field(create=True),
     "ulimits": Field(type="json", create=True, filterable=False),
     "requestedHostId": Field(type="reference[host]", create=True, filterable=False),
-    "startOnCreate": Field(type="boolean", create=True, default=True),
+    "startOnCreate": Field(type="boolean", create=True, nullable=False, default=True),
     "healthCheck": Field(type="json", create=True, filterable=False),
-    "publishAllPorts": Field(type="boolean", create=True, default=False),
+    "publishAllPorts": Field(type="boolean", create=True, nullable=False, default=False),
     "blkioWeight": Field(type="int", create=True),
     "blkioDeviceOptions": Field(type="map[blkioDeviceOption]", create=True, filterable=False),
     "registryCredentialId": Field(type="reference[registryCredential]", create=True),
@@ -99,13 +109,21 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "exitCode": Field(type="int"),
     "publicEndpoints": Field(type="json", filterable=False),
     "startedAt": Field(filterable=False),
-    "native": Field(type="boolean"),
+    "nativeContainer": Field(type="boolean", nullable=False, filterable=False),
     "dockerPorts": Field(type="json", filterable=False),
     "allocationState": Field(type="enum", options=("inactive", "active")),
     "removeTime": Field(type="date", filterable=False),
     "removeTimeTS": Field(type="int", filterable=False),
     "data": Field(type="json", filterable=False),
 }
+# Rancher 1.6 filtered containers by its own columns only, none of these.
+_UNFILTERED = frozenset({
+    "imageUuid", "command", "entryPoint", "volumeDriver", "networkMode", "cpuShares", "cpuSet",
+    "memory", "memorySwap", "privileged", "user", "workingDir", "tty", "stdinOpen",
+    "domainName", "readOnly", "pidMode", "ipcMode", "startOnCreate", "publishAllPorts",
+    "blkioWeight", "primaryIpAddress"})
+CONTAINER_FIELDS.update({name: replace(spec, filterable=False)
+                         for name, spec in CONTAINER_FIELDS.items() if name in _UNFILTERED})
 
 
 
@@ -122,25 +140,25 @@ CONTAINER = Schema(
 )
 
 INSTANCE_STOP = Schema(id="instanceStop", scope=Scope.PROJECT, embedded=True, fields={
-    "timeout": Field(type="int", create=True, default=10, min=0, max=600),
-    "remove": Field(type="boolean", create=True, default=False),
+    "timeout": Field(type="int", create=True, nullable=False, default=10, min=0, max=600),
+    "remove": Field(type="boolean", create=True, nullable=False, default=False),
 })
 CONTAINER_LOGS = Schema(id="containerLogs", scope=Scope.PROJECT, embedded=True, fields={
-    "follow": Field(type="boolean", create=True, default=True),
+    "follow": Field(type="boolean", create=True, nullable=False, default=True),
     "lines": Field(type="int", create=True, default=100, min=0),
     "timestamps": Field(type="boolean", create=True, default=False),
 })
 CONTAINER_EXEC = Schema(id="containerExec", scope=Scope.PROJECT, embedded=True, fields={
     "command": Field(type=_S, create=True, required=True, nullable=False),
-    "tty": Field(type="boolean", create=True, default=True),
-    "attachStdin": Field(type="boolean", create=True, default=True),
-    "attachStdout": Field(type="boolean", create=True, default=True),
+    "tty": Field(type="boolean", create=True, nullable=False, default=True),
+    "attachStdin": Field(type="boolean", create=True, nullable=False, default=True),
+    "attachStdout": Field(type="boolean", create=True, nullable=False, default=True),
 })
 HOST_ACCESS = Schema(id="hostAccess", scope=Scope.PROJECT, embedded=True, fields={
-    "url": Field(), "token": Field(),
+    "url": Field(nullable=False), "token": Field(nullable=False),
 })
 SET_LABELS = Schema(id="setLabelsInput", scope=Scope.PROJECT, embedded=True, fields={
-    "labels": Field(type=_M, create=True, required=True),
+    "labels": Field(type=_M, create=True, required=True, nullable=False),
 })
 
 class ContainerType(ResourceType):
@@ -218,10 +236,15 @@ class ContainerType(ResourceType):
         return {
             "hostId": format_id("1h", host_id) if isinstance(host_id, int) else None,
             "requestedHostId": requested,
+            # Not nullable, as in Rancher: a container created without them shows {}.
+            "environment": record.data.get("environment") or {},
+            "labels": record.data.get("labels") or {},
             # Typed as Rancher's restartPolicy and logConfig, however they were sent.
             "restartPolicy": spec.get("restartPolicy"),
             "logConfig": spec.get("logConfig"),
             "allocationState": "active" if placed else "inactive",
+            # Started outside Corral and found on its host (stored as ``native``).
+            "nativeContainer": bool(record.data.get("native")),
             "removeTime": iso(record.removed),
             "removeTimeTS": record.removed,
             "data": {"dockerInspect": docker_inspect(record)},

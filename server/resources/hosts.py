@@ -20,6 +20,7 @@ from server.api.schema import Action, Field, Schema, Scope
 from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
 from server.lifecycle import Lifecycle, step
+from server.resources.host_stats import host_container_stats
 from server.store import Condition, Conflict, Query, Record, Store, Transaction
 from shared.errors import InstructionError
 from shared.ids import format_id
@@ -27,8 +28,11 @@ from shared.ids import format_id
 LIVE_STATES = frozenset({"active", "reconnecting", "disconnected"})
 MIB = 1024 * 1024
 HOST_LINKS = ("agent", "physicalHost", "storagePools", "ipAddresses", "hostLabels",
-              "instances")
-# The containers listed by a host's instances link (Rancher paginated it; Corral cuts it).
+              "instances", "volumes", "containerStats")
+# Links answered with one sample from the host's agent; Rancher's stats links streamed them.
+STATS_LINKS = ("stats", "hostStats")
+# The containers (or volumes) listed by a host's instances (volumes) link (Rancher paginated
+# them; Corral cuts them).
 INSTANCES_LIMIT = 1000
 
 
@@ -59,9 +63,10 @@ HOST = Schema(
     id="host",
     scope=Scope.PROJECT,
     fields={
-        "hostname": Field(),
-        "agentIpAddress": Field(),
-        "agentState": Field(type="enum", options=tuple(s.value for s in AgentState)),
+        "hostname": Field(filterable=False),
+        "agentIpAddress": Field(filterable=False),
+        # Rancher declares a string; the values are those of AgentState.
+        "agentState": Field(),
         "agentVersion": Field(),
         "labels": Field(type="map[string]", update=True, filterable=False),
         "info": Field(type="json", filterable=False),
@@ -85,16 +90,26 @@ HOST_INSPECTION = Schema(
 )
 
 
+# The states Rancher's schemas give an agent and an IP address; Corral's values are among them.
+AGENT_STATES = ("activating", "active", "deactivating", "disconnected", "disconnecting",
+                "inactive", "purged", "purging", "reconnecting", "registering", "removed",
+                "removing", "requested", "restoring", "updating-active", "updating-inactive")
+IP_ADDRESS_STATES = ("activating", "active", "associated", "associating", "deactivating",
+                     "disassociating", "inactive", "purged", "purging", "registering",
+                     "removed", "removing", "requested", "restoring", "updating-active",
+                     "updating-inactive")
+
 # What a host's links lead to that Corral keeps on the host itself.
 AGENT = Schema(id="agent", scope=Scope.PROJECT, embedded=True, fields={
-    "hostId": Field(type="reference[host]"), "state": Field(), "version": Field(),
-    "ipAddress": Field()})
+    "hostId": Field(type="reference[host]"),
+    "state": Field(type="enum", nullable=False, options=AGENT_STATES),
+    "version": Field(), "ipAddress": Field()})
 PHYSICAL_HOST = Schema(id="physicalHost", scope=Scope.PROJECT, embedded=True, fields={
     "hostId": Field(type="reference[host]"), "name": Field(), "kind": Field(),
     "info": Field(type="json")})
 IP_ADDRESS = Schema(id="ipAddress", scope=Scope.PROJECT, embedded=True, fields={
     "hostId": Field(type="reference[host]"), "address": Field(), "kind": Field(),
-    "state": Field()})
+    "state": Field(type="enum", nullable=False, options=IP_ADDRESS_STATES)})
 EMBEDDED = [AGENT, PHYSICAL_HOST, IP_ADDRESS]
 
 
@@ -233,21 +248,24 @@ class HostType(ResourceType):
                      "state": "active"}] if address else [])
             case "hostLabels":
                 return Linked("label", objects=host_labels(host_id, self.labels_of(record)))
-            case "instances":
-                containers = await caller.store.list(Query(
-                    types=["container"], project_id=record.project_id,
+            case "containerStats":
+                return await host_container_stats(caller, record)
+            case "instances" | "volumes":
+                kind = "container" if name == "instances" else "volume"
+                placed = await caller.store.list(Query(
+                    types=[kind], project_id=record.project_id,
                     limit=INSTANCES_LIMIT + 1, conditions=on_host))
-                return Linked("container", records=containers[:INSTANCES_LIMIT],
-                              partial=len(containers) > INSTANCES_LIMIT)
+                return Linked(kind, records=placed[:INSTANCES_LIMIT],
+                              partial=len(placed) > INSTANCES_LIMIT)
         raise NotFound(f"host has no link {name!r}")
 
     def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:
-        return {"stats": f"{self_url}/stats",
+        return {**{name: f"{self_url}/{name}" for name in STATS_LINKS},
                 "containers": f"{ctx.base_url}/containers?hostId={format_id('1h', record.id)}"}
 
     async def follow_link(self, caller: Caller, record: Record,
                           name: str) -> dict[str, Any]:
-        if name != "stats":
+        if name not in STATS_LINKS:
             return await super().follow_link(caller, record, name)
         return await caller.services.instructions.sample(record, "host.stats", {}, "hostStats")
 

@@ -1,5 +1,8 @@
 """The lifecycle of accounts and credentials: created ``registering``, then ``active``.
 
+Those types and the other template types (environments, registries, their credentials)
+also offer Rancher's ``update`` action while active or inactive (``TemplateType``).
+
 As in Rancher, a new account, API key or registration token is answered ``registering``
 (transitioning) and the runner activates it (``server.engine.registering``); a client that
 wants to use it waits for ``active`` (``wait_success``). ``RegisteredType`` creates such
@@ -16,9 +19,10 @@ from typing import Any
 
 from server.api.errors import Conflict as ApiConflict
 from server.api.errors import invalid
+from server.api.schema import Action
 from server.api.types import ResourceType
 from server.caller import Caller
-from server.lifecycle import Lifecycle, step
+from server.lifecycle import TEMPLATE, Lifecycle, step
 from server.store import Conflict, NewRecord, Record, Transaction
 
 
@@ -30,6 +34,13 @@ class RegisteredState(StrEnum):
     PURGED = "purged"
 
 
+# Rancher's ``update`` process, which a PUT runs and a client may ask for alone: asked for
+# alone, its body changes what a PUT's would (``operations.act``), and nothing else happens.
+UPDATE_VERB = {"update": Action(frozenset({"active", "inactive"}))}
+UPDATABLE_TEMPLATE = dataclasses.replace(TEMPLATE, verbs=UPDATE_VERB)
+TEMPLATE_STATES = UPDATABLE_TEMPLATE.state_names
+TEMPLATE_ACTIONS = UPDATABLE_TEMPLATE.actions()
+
 REGISTERED = Lifecycle(
     states=RegisteredState,
     initial="registering",
@@ -40,6 +51,7 @@ REGISTERED = Lifecycle(
         step("remove", {"registering", "inactive", "active"}, "removed"),
         step("purge", {"removed"}, "purged"),
     ),
+    verbs=UPDATE_VERB,
 )
 REGISTERED_STATES = REGISTERED.state_names
 REGISTERED_ACTIONS = REGISTERED.actions()
@@ -60,7 +72,14 @@ def only_activated(before: Record, after: Record) -> bool:
     return kept == before
 
 
-class RegisteredType(ResourceType):
+class TemplateType(ResourceType):
+    """A type with Rancher's template lifecycle, plus its ``update`` action."""
+
+    lifecycle = UPDATABLE_TEMPLATE
+    update_action_is_put = True
+
+
+class RegisteredType(TemplateType):
     """A type whose records are created ``registering`` and activated by the runner."""
 
     lifecycle = REGISTERED

@@ -15,8 +15,9 @@ from server.api.context import RequestContext
 from server.api.errors import ApiError, BadRequest, invalid
 from server.api.errors import Conflict as ApiConflict
 from server.api.schema import Field, Schema, Scope
-from server.api.types import TEMPLATE_ACTIONS, TEMPLATE_STATES, ResourceType, entered
+from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
+from server.resources.registered import TEMPLATE_ACTIONS, TEMPLATE_STATES, TemplateType
 from server.store import Condition, Conflict, Query, Record, Store, Transaction
 from shared.ids import format_id, parse_id
 
@@ -33,7 +34,11 @@ REGISTRY = Schema(
                                    max_length=255)},
     states=TEMPLATE_STATES, actions=TEMPLATE_ACTIONS,
     collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
+    # A registry is a storage pool in Rancher, but one on no host holding no volume.
+    links=("credentials", "hosts", "volumes"),
 )
+# Credentials of one registry that its ``credentials`` link lists at most.
+CREDENTIALS_LIMIT = 1000
 
 REGISTRY_CREDENTIAL = Schema(
     id="registryCredential",
@@ -46,10 +51,11 @@ REGISTRY_CREDENTIAL = Schema(
                              min_length=1, max_length=255),
         "secretValue": Field(type="password", create=True, update=True, required=True,
                              nullable=False, filterable=False, max_length=4096),
-        "email": Field(create=True, update=True),
+        "email": Field(create=True, update=True, filterable=False),
     },
     states=TEMPLATE_STATES, actions=TEMPLATE_ACTIONS,
     collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
+    links=("registry",),
 )
 
 
@@ -75,7 +81,25 @@ async def _registry_at(store: Store, project_id: int | None, server: str) -> Rec
     return found[0] if found else None
 
 
-class RegistryType(ResourceType):
+def _live_credentials(registry: Record, limit: int) -> Query:
+    return Query(types=["registryCredential"], project_id=registry.project_id, limit=limit,
+                 conditions=[Condition("registryId", "eq", registry.id, "int"),
+                             Condition("removed", "null")])
+
+
+class RegistryType(TemplateType):
+    async def linked(self, caller: Caller, record: Record, name: str) -> Linked:
+        match name:
+            case "credentials":
+                found = await caller.store.list(_live_credentials(record, CREDENTIALS_LIMIT + 1))
+                return Linked("credential", records=found[:CREDENTIALS_LIMIT],
+                              partial=len(found) > CREDENTIALS_LIMIT)
+            case "hosts":
+                return Linked("host")
+            case "volumes":
+                return Linked("volume")
+        return await super().linked(caller, record, name)
+
     async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
         server = normalise_server(values["serverAddress"])
         if not _SERVER.match(server):
@@ -106,10 +130,7 @@ class RegistryType(ResourceType):
             if current is None or current.version != record.version:
                 raise Conflict(f"registry {record.id} was changed by someone else")
             removed = await tx.update(record.id, {**entered("removed"), "lookup_key": None})
-            credentials = await tx.list(Query(
-                types=["registryCredential"], project_id=record.project_id, limit=100_000,
-                conditions=[Condition("registryId", "eq", record.id, "int"),
-                            Condition("removed", "null")]))
+            credentials = await tx.list(_live_credentials(record, 100_000))
             for credential in credentials:
                 await tx.update(credential.id, entered("removed"))
             return removed
@@ -120,7 +141,7 @@ class RegistryType(ResourceType):
             raise ApiConflict(str(exc)) from exc
 
 
-class RegistryCredentialType(ResourceType):
+class RegistryCredentialType(TemplateType):
     def _encrypt(self, caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         if "secretValue" in values:
             values["secretEncrypted"] = caller.services.server_key.encrypt(
@@ -143,6 +164,13 @@ class RegistryCredentialType(ResourceType):
     async def update(self, caller: Caller, record: Record,
                      values: dict[str, Any]) -> Record:
         return await super().update(caller, record, self._encrypt(caller, values))
+
+    async def linked(self, caller: Caller, record: Record, name: str) -> Linked:
+        if name == "registry":
+            number = record.data.get("registryId")
+            registry = await caller.store.get(number) if isinstance(number, int) else None
+            return Linked("registry", one=True, records=[registry] if registry else [])
+        return await super().linked(caller, record, name)
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         registry_id = record.data.get("registryId")

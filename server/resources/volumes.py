@@ -12,10 +12,12 @@ from server.agents.instructions import api_error
 from server.api.context import RequestContext
 from server.api.errors import invalid
 from server.api.schema import Field, Schema, Scope
-from server.api.types import ResourceType, now_ms
+from server.api.types import Linked, ResourceType, now_ms
 from server.caller import Caller
 from server.lifecycle import Lifecycle, step
 from server.resources.container_fields import DRIVER_NAME
+from server.resources.container_links import mounts as container_mounts
+from server.resources.registered import UPDATE_VERB
 from server.store import Condition, NewRecord, Query, Record, Store, Transaction
 from shared.errors import InstructionError
 from shared.ids import format_id
@@ -40,6 +42,7 @@ VOLUME_LIFECYCLE = Lifecycle(
     initial="inactive",
     steps=(step("remove", {"inactive", "active"}, "removed"),
            step("purge", {"removed"}, "purged")),
+    verbs=UPDATE_VERB,
 )
 POOL_LIFECYCLE = Lifecycle(states=PoolState, initial="active", steps=())
 
@@ -50,6 +53,8 @@ STORAGE_POOL = Schema(
             "driverName": Field(), "volumeAccessMode": Field()},
     states=POOL_LIFECYCLE.state_names,
     collection_methods=("GET",), resource_methods=("GET",),
+    # ``credentials``: Rancher's pools of a storage driver had them; a local pool has none.
+    links=("hosts", "volumes", "credentials"),
 )
 
 VOLUME = Schema(
@@ -59,7 +64,7 @@ VOLUME = Schema(
         "name": Field(create=True, required=True, nullable=False, max_length=255),
         # Rancher asks for a driver (422 MissingRequired without one); ``local`` is Docker's.
         "driver": Field(create=True, required=True, nullable=False, min_length=1,
-                        max_length=255),
+                        max_length=255, filterable=False),
         "driverOpts": Field(type="map[string]", create=True, filterable=False),
         "sizeMb": Field(type="int", create=True, min=1),
         # ``<driver>:///<name>``, as Rancher shows it.
@@ -67,13 +72,17 @@ VOLUME = Schema(
         "hostId": Field(type="reference[host]"),
         "storagePoolId": Field(type="reference[storagePool]"),
         "externalId": Field(),
-        "mounts": Field(type="json", filterable=False),
+        "mounts": Field(type="json", nullable=False, filterable=False),
         "anonymous": Field(type="boolean"),
     },
     states=VOLUME_LIFECYCLE.state_names,
     actions=VOLUME_LIFECYCLE.actions(),
     collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
+    # ``instance``: a virtual machine's root volume named its machine; Docker volumes have none.
+    links=("host", "storagePools", "mounts", "instance"),
 )
+# Volumes of one pool a ``volumes`` link lists at most; past it the list is marked partial.
+POOL_VOLUMES_LIMIT = 1000
 
 
 async def create_local_pool(store: Store | Transaction, host: Record) -> Record:
@@ -187,6 +196,8 @@ class VolumeType(ResourceType):
 
     async def perform(self, caller: Caller, record: Record, name: str,
                       values: dict[str, Any]) -> Record | dict[str, Any]:
+        if name == "update":  # Rancher's update process: nothing to change on a volume
+            return record
         if name == "remove":
             await self._remove_on_host(caller, record)
         return await super().perform(caller, record, name, values)
@@ -217,12 +228,62 @@ class VolumeType(ResourceType):
                 "mounts": [{"instanceId": format_id("1i", int(m["instanceId"])),
                             "path": m.get("path")} for m in record.data.get("mounts") or []]}
 
+    async def linked(self, caller: Caller, record: Record, name: str) -> Linked:
+        match name:
+            case "host":
+                host = await _record_at(caller, record.data.get("hostId"))
+                return Linked("host", one=True, records=[host] if host else [])
+            case "storagePools":
+                pool = await _record_at(caller, record.data.get("storagePoolId"))
+                return Linked("storagePool", records=[pool] if pool else [])
+            case "mounts":
+                return Linked("mount", objects=await self._mounts(caller, record))
+            case "instance":
+                return Linked("instance", one=True)
+        return await super().linked(caller, record, name)
+
+    @staticmethod
+    async def _mounts(caller: Caller, volume: Record) -> list[dict[str, Any]]:
+        """The mount of this volume in each container that mounts it, as the container's own
+        ``mounts`` link shows it."""
+        volume_id = format_id(VOLUME.id_prefix, volume.id)
+        out: list[dict[str, Any]] = []
+        for user in volume.data.get("mounts") or []:
+            container = await caller.store.get(int(user["instanceId"]))
+            if container is not None and container.removed is None:
+                out += [m for m in container_mounts(container, [volume])
+                        if m["volumeId"] == volume_id]
+        return out
+
+
+async def _record_at(caller: Caller, number: Any) -> Record | None:
+    """The live record a stored reference names, if any."""
+    found = await caller.store.get(number) if isinstance(number, int) else None
+    return found if found is not None and found.removed is None else None
+
 
 class StoragePoolType(ResourceType):
     lifecycle = POOL_LIFECYCLE
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         return {"hostIds": [format_id("1h", h) for h in record.data.get("hostIds") or []]}
+
+    async def linked(self, caller: Caller, record: Record, name: str) -> Linked:
+        match name:
+            case "hosts":
+                hosts = [await _record_at(caller, h) for h in record.data.get("hostIds") or []]
+                return Linked("host", records=[h for h in hosts if h is not None])
+            case "volumes":
+                volumes = await caller.store.list(Query(
+                    types=["volume"], project_id=record.project_id,
+                    limit=POOL_VOLUMES_LIMIT + 1, conditions=[
+                        Condition("storagePoolId", "eq", record.id, "int"),
+                        Condition("removed", "null")]))
+                return Linked("volume", records=volumes[:POOL_VOLUMES_LIMIT],
+                              partial=len(volumes) > POOL_VOLUMES_LIMIT)
+            case "credentials":
+                return Linked("credential")
+        return await super().linked(caller, record, name)
 
 
 def types() -> list[ResourceType]:

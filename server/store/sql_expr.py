@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, not_, or_
+from sqlalchemy import Column, ColumnElement, false, not_, or_
 from sqlalchemy.engine import Row
 
 from server.store import tables
@@ -65,6 +65,10 @@ def expression(field: str, kind: str) -> Any:
     return element.as_string()
 
 
+def _never_null(expr: Any) -> bool:
+    return isinstance(expr, Column) and not expr.nullable
+
+
 def like_prefix(value: Any) -> str:
     """A LIKE pattern matching text that starts with ``value`` taken literally (escape /)."""
     text = str(value)
@@ -83,7 +87,8 @@ def condition(cond: Condition, value: Any = None, bound: bool = False) -> Column
         case "eq":
             clause = expr == value
         case "ne":
-            clause = or_(expr != value, expr.is_(None))
+            # Null is "not equal" too, but a column that is never null needs no OR.
+            clause = expr != value if _never_null(expr) else or_(expr != value, expr.is_(None))
         case "lt":
             clause = expr < value
         case "lte":

@@ -17,6 +17,8 @@ from aiohttp.test_utils import TestClient
 
 from server.api.handlers import SERVICES
 from server.resources.accounts import active_admins
+from server.store import NewRecord
+from shared.ids import parse_id
 from tests.api.test_admin_scope import client_for, run
 from tests.conftest import ADMIN
 from tests.support.processes import ACCESS_KEY, SECRET_KEY
@@ -150,3 +152,87 @@ async def test_two_admins_removing_each_other_at_once_leave_one(
     assert sorted(statuses) == [200, 422]
     # Our own key may be gone with its account: ask the store.
     assert len(await active_admins(client.app[SERVICES].store)) == 1
+
+
+async def get_json(client: TestClient, url: str) -> Any:
+    resp = await client.get(url.replace(str(client.make_url("")).rstrip("/"), ""),
+                            headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_an_environment_links_to_its_own_resources(
+        client: TestClient, api: cattle.Client) -> None:
+    project = (await get_json(client, "/v1/projects"))["data"][0]
+    token = await run(api.wait_success, await run(api.create_registration_token))
+    links = project["links"]
+    assert {"hosts", "instances", "volumes", "storagePools", "credentials"} <= set(links)
+    credentials = await get_json(client, links["credentials"])
+    assert credentials["resourceType"] == "credential"
+    assert token.id in [c["id"] for c in credentials["data"]]
+    # A link named after a collection is that collection, scoped to the environment.
+    hosts = await get_json(client, links["hosts"])
+    assert (hosts["resourceType"], hosts["data"]) == ("host", [])
+    included = await get_json(client, f"/v1/projects/{project['id']}?include=credentials")
+    assert [c["id"] for c in included["credentials"]] == [
+        c["id"] for c in credentials["data"]]
+
+
+async def test_an_account_links_to_its_api_keys_and_owns_no_hosts(
+        client: TestClient, api: cattle.Client) -> None:
+    user = await run(api.wait_success, await run(api.create_account, kind="user", name="u"))
+    key = await run(api.wait_success, await run(api.create_api_key, accountId=user.id))
+    account = await get_json(client, f"/v1/accounts/{user.id}")
+    credentials = await get_json(client, account["links"]["credentials"])
+    assert [c["id"] for c in credentials["data"]] == [key.id]
+    assert (await get_json(client, account["links"]["hosts"]))["data"] == []
+
+
+async def test_an_environment_gathers_its_hosts_and_containers_parts(
+        client: TestClient) -> None:
+    project = (await get_json(client, "/v1/projects"))["data"][0]
+    project_id = parse_id(project["id"], "1a")
+    store = client.app[SERVICES].store
+    host = await store.create(NewRecord(
+        type="host", kind="docker", state="active", name="h1", project_id=project_id,
+        data={"hostname": "h1", "agentIpAddress": "10.0.0.9", "reportedLabels": {"zone": "a"}}))
+    await store.create(NewRecord(
+        type="container", kind="container", state="running", project_id=project_id,
+        data={"hostId": host.id, "labels": {"app": "web"}, "spec": {
+            "image": "busybox", "ports": [{"containerPort": 80, "hostPort": 8080}],
+            "binds": [{"source": "/srv", "destination": "/srv", "mode": "ro"}]}}))
+    links = project["links"]
+
+    async def data(name: str) -> list[Any]:
+        collection = await get_json(client, links[name])
+        return list(collection["data"])
+
+    assert sorted((label["key"], label["kind"]) for label in await data("labels")) == [
+        ("app", "container"), ("zone", "host")]
+    assert [(p["privatePort"], p["publicPort"]) for p in await data("ports")] == [(80, 8080)]
+    assert [(m["kind"], m["path"]) for m in await data("mounts")] == [("bind", "/srv")]
+    assert [a["address"] for a in await data("ipAddresses")] == ["10.0.0.9"]
+    assert [h["name"] for h in await data("physicalHosts")] == ["h1"]
+    # An account holds no hosts nor containers: its lists are empty.
+    account = await get_json(client, "/v1/accounts")
+    assert (await get_json(client, account["data"][0]["links"]["labels"]))["data"] == []
+
+
+async def test_the_update_action_is_offered_while_active_or_inactive(
+        api: cattle.Client) -> None:
+    key = await run(api.wait_success, await run(api.create_api_key))
+    assert "update" in vars(key.actions)
+    updated = await run(api.action, key, "update")
+    assert (updated.id, updated.state) == (key.id, "active")
+    inactive = await run(api.wait_success, await run(api.action, key, "deactivate"))
+    assert "update" in vars(inactive.actions)
+    removed = await run(api.wait_success, await run(api.action, inactive, "remove"))
+    assert "update" not in vars(removed.actions)
+
+
+async def test_an_environment_keeps_the_uuid_it_was_created_with(api: cattle.Client) -> None:
+    project = await run(api.create_project, name="with-uuid", uuid="env-uuid-1")
+    assert project.uuid == "env-uuid-1"
+    with pytest.raises(gdapi.ApiError) as taken:
+        await run(api.create_project, name="again", uuid="env-uuid-1")
+    assert refusal(taken) == (422, "NotUnique", "uuid")

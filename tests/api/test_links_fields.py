@@ -24,7 +24,8 @@ from tests.support.timing import seconds
 
 CONTAINER_LINKS = {"hosts", "instanceHostMaps", "volumes", "mounts", "ports", "nics",
                    "instanceLabels"}
-HOST_LINKS = {"agent", "physicalHost", "storagePools", "ipAddresses", "hostLabels", "instances"}
+HOST_LINKS = {"agent", "physicalHost", "storagePools", "ipAddresses", "hostLabels", "instances",
+              "volumes", "containerStats"}
 CONTAINER_IP = "10.42.0.7"
 HOST_SAMPLE = {"containers": 1, "cpuPercent": 12.5, "memoryUsage": 1048576,
                "networkRxBytes": 1, "networkTxBytes": 2, "blockReadBytes": 3,
@@ -197,6 +198,51 @@ async def test_host_links_lead_to_its_agent_pools_addresses_labels_and_container
     instances = await follow(client, host, "instances")
     assert (instances["resourceType"], [c["id"] for c in instances["data"]]) == \
         ("container", [container["id"]])
+
+
+async def test_host_volumes_link_lists_the_volumes_placed_on_it(
+        client: TestClient, agent: ScriptedAgent) -> None:
+    container = await running(client, {"dataVolumes": ["cache:/cache"]})
+    host = await get(client, f"/v1/hosts/{container['hostId']}")
+    volumes = await follow(client, host, "volumes")
+    assert (volumes["resourceType"], [v["name"] for v in volumes["data"]]) == \
+        ("volume", ["cache"])
+    included = await get(client, f"/v1/hosts/{host['id']}?include=volumes")
+    assert [v["name"] for v in included["volumes"]] == ["cache"]
+
+
+async def test_host_stats_link_samples_the_host_as_its_stats_link_does(
+        client: TestClient, agent: ScriptedAgent) -> None:
+    host = (await get(client, "/v1/hosts"))["data"][0]
+    sample = await follow(client, host, "hostStats")
+    assert (sample["type"], sample["cpuPercent"]) == ("hostStats", HOST_SAMPLE["cpuPercent"])
+
+
+async def test_host_container_stats_link_samples_each_running_container_on_it(
+        client: TestClient, agent: ScriptedAgent) -> None:
+    container = await running(client, {})
+    host = await get(client, f"/v1/hosts/{container['hostId']}")
+    stats = await follow(client, host, "containerStats")
+    assert (stats["resourceType"], [s["id"] for s in stats["data"]]) == \
+        ("containerStats", [container["id"]])
+    assert any(r.name == "instance.stats" for r in agent.requests)
+
+
+async def test_embedded_parts_declare_the_states_and_kinds_rancher_declares(
+        client: TestClient) -> None:
+    for schema_id, field, options in (("port", "state", "active"), ("mount", "state", "inactive"),
+                                      ("agent", "state", "reconnecting"),
+                                      ("ipAddress", "state", "active")):
+        declared = (await get(client, f"/v1/schemas/{schema_id}"))["resourceFields"][field]
+        assert (declared["type"], declared["nullable"]) == ("enum", False), schema_id
+        assert options in declared["options"], schema_id
+    for schema_id, field in (("port", "protocol"), ("mount", "kind"), ("label", "kind")):
+        declared = (await get(client, f"/v1/schemas/{schema_id}"))["resourceFields"][field]
+        assert (declared["type"], declared.get("options")) == ("string", None), schema_id
+    host = (await get(client, "/v1/schemas/host"))["resourceFields"]["agentState"]
+    assert (host["type"], host.get("options")) == ("string", None)
+    access = (await get(client, "/v1/schemas/hostAccess"))["resourceFields"]
+    assert (access["url"]["nullable"], access["token"]["nullable"]) == (False, False)
 
 
 async def test_project_host_stats_samples_each_connected_host(

@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.api.handlers import SERVICES
-from server.store import Record
+from server.resources.volumes import create_local_pool
+from server.store import NewRecord, Record
 from shared.ids import parse_id
 from tests.conftest import ADMIN
 from tests.support.processes import ACCESS_KEY, SECRET_KEY, ServerProcess
@@ -172,3 +173,82 @@ def test_cattle_client_sees_server_address_used_and_volume_rules(api: cattle.Cli
     assert volume.uri == "local:///cache"
     assert "sizeMb" in api.schema.types["volume"].resourceFields.__dict__
 
+
+
+async def follow(client: TestClient, resource: Any, link: str) -> Any:
+    url = resource["links"][link]
+    resp = await client.get(url[url.index("/v1/"):], headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_registry_and_credential_link_to_each_other(client: TestClient) -> None:
+    registry, credential = await registry_with_credential(client, "links.example.com")
+    credentials = await follow(client, registry, "credentials")
+    assert [c["id"] for c in credentials["data"]] == [credential["id"]]
+    # A registry is a storage pool on no host, holding no volume.
+    assert (await follow(client, registry, "hosts"))["data"] == []
+    assert (await follow(client, registry, "volumes"))["data"] == []
+    assert (await follow(client, credential, "registry"))["id"] == registry["id"]
+
+
+async def test_volume_and_pool_link_to_their_host_pool_volumes_and_mounts(
+        client: TestClient) -> None:
+    store = client.app[SERVICES].store
+    status, volume = await send(client, "POST", "/v1/volumes", {"name": "data",
+                                                                "driver": "local"})
+    assert status == 201, volume
+    project_id = parse_id(volume["accountId"], "1a")
+    host = await store.create(NewRecord(type="host", kind="docker", state="active",
+                                        name="h1", project_id=project_id))
+    pool = await create_local_pool(store, host)
+    container = await store.create(NewRecord(
+        type="container", kind="container", state="running", project_id=project_id,
+        data={"hostId": host.id, "spec": {"image": "busybox", "volumes": [
+            {"name": "data", "destination": "/data", "mode": "rw"}]}}))
+    number = parse_id(volume["id"], "1v")
+    assert number is not None
+    await store.update(number, {}, {"hostId": host.id, "storagePoolId": pool.id,
+                                    "mounts": [{"instanceId": container.id, "path": "/data"}]})
+    status, volume = await send(client, "GET", f"/v1/volumes/{volume['id']}")
+    assert (await follow(client, volume, "host"))["id"] == volume["hostId"]
+    pools = await follow(client, volume, "storagePools")
+    assert [p["id"] for p in pools["data"]] == [volume["storagePoolId"]]
+    mounts = (await follow(client, volume, "mounts"))["data"]
+    assert [(m["type"], m["volumeId"], m["path"], m["permissions"]) for m in mounts] == [
+        ("mount", volume["id"], "/data", "rw")]
+    assert await follow(client, volume, "instance") == {}
+    pool_json = pools["data"][0]
+    assert [h["id"] for h in (await follow(client, pool_json, "hosts"))["data"]] == [
+        volume["hostId"]]
+    assert [v["id"] for v in (await follow(client, pool_json, "volumes"))["data"]] == [
+        volume["id"]]
+    assert (await follow(client, pool_json, "credentials"))["data"] == []
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/registries", {"serverAddress": "update.example.com"}),
+    ("/v1/volumes", {"name": "updated", "driver": "local"}),
+])
+async def test_the_update_action_answers_the_resource_unchanged(
+        client: TestClient, path: str, body: Any) -> None:
+    status, created = await send(client, "POST", path, body)
+    assert status == 201, created
+    assert "update" in created["actions"]
+    status, updated = await send(client, "POST", created["actions"]["update"][
+        created["actions"]["update"].index("/v1/"):])
+    assert status in (200, 202), updated
+    assert (updated["id"], updated["state"]) == (created["id"], created["state"])
+
+
+async def test_the_update_action_changes_what_a_put_would(client: TestClient) -> None:
+    status, created = await send(client, "POST", "/v1/registries",
+                                 {"serverAddress": "action-update.example.com"})
+    assert status == 201, created
+    url = created["actions"]["update"]
+    status, updated = await send(client, "POST", url[url.index("/v1/"):],
+                                 {"description": "changed by the action"})
+    assert status == 200, updated
+    assert updated["description"] == "changed by the action"
+    status, refused = await send(client, "POST", url[url.index("/v1/"):], {"name": 5})
+    assert status == 422 and refused["fieldName"] == "name", refused

@@ -104,7 +104,7 @@ async def test_resources_carry_rancher_common_fields_and_absolute_links(
     assert project["created"].endswith("Z") and isinstance(project["createdTS"], int)
     assert project["links"]["self"] == f"{base(client)}/v1/projects/{project['id']}"
     assert all(url.startswith("http://") for url in project["actions"].values())
-    assert set(project["actions"]) == {"deactivate", "remove"}
+    assert set(project["actions"]) == {"deactivate", "remove", "update"}
 
 
 async def test_api_key_secret_is_shown_once_and_works(client: TestClient) -> None:
@@ -177,6 +177,50 @@ async def test_filters_with_modifiers_and_sort(client: TestClient) -> None:
     assert len(body["data"]) >= 4
     _, body, _ = await get(client, "/v1/apikeys?sort=name")
     assert body["sortLinks"]["name"].startswith("http://")
+
+
+async def test_ids_and_dates_filter_in_order_as_in_rancher(client: TestClient) -> None:
+    made = [(await send(client, "POST", "/v1/apikeys", {"name": f"k{i}"}))[1] for i in range(3)]
+    first, middle, last = (key["id"] for key in made)
+    _, body, _ = await get(client, f"/v1/apikeys?id_gt={first}&id_lte={last}&sort=id")
+    assert [k["id"] for k in body["data"]] == [middle, last]
+    _, body, _ = await get(client, f"/v1/apikeys?id_ne={middle}&name_prefix=k&sort=id")
+    assert [k["id"] for k in body["data"]] == [first, last]
+    created = made[2]["created"]
+    _, body, _ = await get(client, "/v1/apikeys", params={"created_gte": created,
+                                                          "name_prefix": "k"})
+    assert last in [k["id"] for k in body["data"]]
+    assert all(k["createdTS"] >= made[2]["createdTS"] for k in body["data"])
+    _, body, _ = await get(client, "/v1/apikeys", params={
+        "created_lt": str(made[0]["createdTS"]), "name_prefix": "k"})
+    assert body["data"] == []
+    _, body, _ = await get(client, "/v1/apikeys?created_notnull=&name_prefix=k")
+    assert len(body["data"]) == 3
+
+
+async def test_references_and_state_filter_by_equality(client: TestClient) -> None:
+    _, key = await send(client, "POST", "/v1/apikeys", {"name": "mine"})
+    _, body, _ = await get(client, f"/v1/apikeys?accountId={key['accountId']}&name=mine")
+    assert [k["id"] for k in body["data"]] == [key["id"]]
+    _, body, _ = await get(client, f"/v1/apikeys?accountId_ne={key['accountId']}&name=mine")
+    assert body["data"] == []
+    _, body, _ = await get(client, "/v1/apikeys?state_ne=removed&accountId_notnull=&name=mine")
+    assert [k["id"] for k in body["data"]] == [key["id"]]
+
+
+async def test_filters_and_modifiers_rancher_lacks_get_422(client: TestClient) -> None:
+    cases = {
+        "/v1/apikeys?state_like=act%25": "state",
+        "/v1/apikeys?accountId_prefix=1a": "accountId",
+        "/v1/apikeys?transitioning=no": "transitioning",
+        "/v1/containers?imageUuid=docker:busybox": "imageUuid",
+        "/v1/apikeys?id_gt=1h5": "id",          # a host's id has no place among api keys
+        "/v1/apikeys?created_gt=soon": "created",
+    }
+    for path, field_name in cases.items():
+        status, body, _ = await get(client, path)
+        assert status == 422, path
+        assert body["fieldName"] == field_name, path
 
 
 async def test_bad_filters_sort_and_paging_get_422_naming_the_field(client: TestClient) -> None:

@@ -138,7 +138,7 @@ def test_agent_restart_reconciles_what_changed_meanwhile(cluster: Cluster) -> No
         return [c for c in api.list_container(externalId=native)]
 
     found = wait_for(imported, 10, "the native container to be imported")
-    assert len(found) == 1 and found[0].native is True and found[0].state == "running"
+    assert len(found) == 1 and found[0].nativeContainer is True and found[0].state == "running"
     cluster.kill_agent()
     cluster.start_agent()
     cluster.active_hosts(1)

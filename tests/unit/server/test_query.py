@@ -56,10 +56,10 @@ def test_a_bare_field_filters_by_equality() -> None:
 
 @pytest.mark.parametrize("modifier", ["eq", "ne", "prefix", "like", "notlike"])
 def test_string_modifiers(modifier: str) -> None:
-    query = parse(HOST, (f"hostname_{modifier}", "node%"))
-    assert query.conditions == [Condition(field="hostname", op=modifier,
+    query = parse(HOST, (f"agentState_{modifier}", "node%"))
+    assert query.conditions == [Condition(field="agentState", op=modifier,
                                           value="node%", kind="string")]
-    assert query.filters == {"hostname": [{"modifier": modifier, "value": "node%"}]}
+    assert query.filters == {"agentState": [{"modifier": modifier, "value": "node%"}]}
 
 
 @pytest.mark.parametrize("modifier", ["eq", "ne", "lt", "lte", "gt", "gte"])
@@ -250,3 +250,65 @@ def test_everything_together() -> None:
         conditions=[Condition("state", "eq", "active")],
         filters={"state": [{"modifier": "eq", "value": "active"}]},
         sort="name", descending=True, limit=10, offset=20)
+
+
+# modifiers as Rancher 1.6 gives them per field
+
+
+@pytest.mark.parametrize(("pair", "condition"), [
+    (("id_gt", "1h5"), Condition("id", "gt", 5, "int")),
+    (("id_lte", "1h12"), Condition("id", "lte", 12, "int")),
+    (("id_notnull", ""), Condition("id", "notnull", None, "int")),
+])
+def test_ids_order_by_row_number(pair: tuple[str, str], condition: Condition) -> None:
+    assert parse(HOST, pair).conditions == [condition]
+
+
+@pytest.mark.parametrize("raw", ["1i5", "5", "garbage", "1h99999999999"])
+def test_an_id_that_names_no_row_here_cannot_be_ordered_against(raw: str) -> None:
+    error = rejected(HOST, ("id_lt", raw))
+    assert (error.code, error.field_name) == ("InvalidFormat", "id")
+
+
+@pytest.mark.parametrize(("pair", "condition"), [
+    (("created_gte", "1700000000000"), Condition("created", "gte", 1700000000000, "int")),
+    (("created_lt", "2023-11-14T22:13:20Z"), Condition("created", "lt", 1700000000000, "int")),
+    (("created", "2023-11-14T22:13:20.5Z"), Condition("created", "eq", 1700000000500, "int")),
+    (("removed_gt", "2023-11-14T22:13:20"), Condition("removed", "gt", 1700000000000, "int")),
+    (("created_lt", "2023-11-15T00:13:20+02:00"),
+     Condition("created", "lt", 1700000000000, "int")),
+])
+def test_a_date_filter_takes_milliseconds_or_a_timestamp(
+        pair: tuple[str, str], condition: Condition) -> None:
+    assert parse(HOST, pair).conditions == [condition]
+
+
+@pytest.mark.parametrize("raw", ["yesterday", "2023-13-01T00:00:00Z", "", "1e9"])
+def test_a_date_filter_with_no_date_is_invalid_format(raw: str) -> None:
+    error = rejected(HOST, ("created_gt", raw))
+    assert (error.code, error.field_name) == ("InvalidFormat", "created")
+
+
+@pytest.mark.parametrize(("pair", "field"), [
+    (("state_like", "run%"), "state"),
+    (("state_prefix", "run"), "state"),
+    (("accountId_like", "1a%"), "accountId"),
+    (("accountId_gt", "1a5"), "accountId"),
+    (("name_gt", "b"), "name"),
+])
+def test_modifiers_rancher_does_not_offer_on_a_field_are_invalid_option(
+        pair: tuple[str, str], field: str) -> None:
+    error = rejected(HOST, pair)
+    assert (error.code, error.field_name) == ("InvalidOption", field)
+
+
+@pytest.mark.parametrize("param", ["transitioning", "transitioning_ne", "hostname"])
+def test_filters_rancher_does_not_offer_are_invalid_option(param: str) -> None:
+    error = rejected(HOST, (param, "yes"))
+    assert (error.code, error.field_name) == ("InvalidOption", param.split("_")[0])
+
+
+def test_references_filter_by_equality_and_presence() -> None:
+    query = parse(HOST, ("accountId_ne", "1a5"), ("accountId_notnull", ""))
+    assert query.conditions == [Condition("accountId", "ne", 5, "int"),
+                                Condition("accountId", "notnull", None, "int")]

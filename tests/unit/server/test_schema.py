@@ -10,6 +10,7 @@ import pytest
 from server.api.schema import (
     BOOL_MODIFIERS,
     COMMON_FIELDS,
+    EQUALITY_MODIFIERS,
     NUMBER_MODIFIERS,
     STRING_MODIFIERS,
     Field,
@@ -105,7 +106,7 @@ def test_field_render_shows_limits_defaults_and_unique_only_when_set() -> None:
 def test_resource_actions_name_their_input_and_output_types() -> None:
     assert rendered(ACCOUNT)["resourceActions"] == {
         name: {"input": None, "output": "account"}
-        for name in ("activate", "deactivate", "remove", "purge")}
+        for name in ("activate", "deactivate", "remove", "purge", "update")}
     assert rendered(HOST)["resourceActions"]["inspect"] == {"input": None,
                                                            "output": "hostInspection"}
 
@@ -119,16 +120,19 @@ def test_host_collection_is_read_only() -> None:
 def test_collection_filters_give_modifiers_by_field_type() -> None:
     filters = rendered(HOST)["collectionFilters"]
     assert filters["name"] == {"modifiers": list(STRING_MODIFIERS)}
-    assert filters["hostname"] == {"modifiers": list(STRING_MODIFIERS)}
-    assert filters["state"] == {"modifiers": list(STRING_MODIFIERS)}
-    assert filters["agentState"] == {"modifiers": list(STRING_MODIFIERS)}
+    assert filters["uuid"] == {"modifiers": list(STRING_MODIFIERS)}
+    assert filters["state"] == {"modifiers": list(EQUALITY_MODIFIERS)}
+    assert filters["agentState"] == {"modifiers": list(STRING_MODIFIERS)}  # an enum
     assert filters["memory"] == {"modifiers": list(NUMBER_MODIFIERS)}
     assert filters["removed"] == {"modifiers": list(NUMBER_MODIFIERS)}  # a date
+    assert filters["created"] == {"modifiers": list(NUMBER_MODIFIERS)}
+    assert filters["id"] == {"modifiers": list(NUMBER_MODIFIERS)}  # a row number underneath
+    assert filters["accountId"] == {"modifiers": list(EQUALITY_MODIFIERS)}
 
 
 def test_unfilterable_fields_have_no_collection_filter() -> None:
     filters = rendered(HOST)["collectionFilters"]
-    for name in ("type", "baseType", "created", "labels", "info",
+    for name in ("type", "baseType", "createdTS", "labels", "info", "transitioning", "hostname",
                  "transitioningMessage"):
         assert name not in filters
     assert "secretValue" not in rendered(API_KEY)["collectionFilters"]
@@ -137,7 +141,7 @@ def test_unfilterable_fields_have_no_collection_filter() -> None:
 @pytest.mark.parametrize(("field", "modifiers"), [
     (Field(type="string"), STRING_MODIFIERS),
     (Field(type="enum"), STRING_MODIFIERS),
-    (Field(type="reference[host]"), STRING_MODIFIERS),
+    (Field(type="reference[host]"), EQUALITY_MODIFIERS),
     (Field(type="int"), NUMBER_MODIFIERS),
     (Field(type="float"), NUMBER_MODIFIERS),
     (Field(type="date"), NUMBER_MODIFIERS),
@@ -178,8 +182,8 @@ def test_an_embedded_schema_has_only_its_own_fields_and_no_collection() -> None:
 
 
 @pytest.mark.parametrize(("schema", "state", "actions"), [
-    (ACCOUNT, "active", ["deactivate", "remove"]),
-    (ACCOUNT, "inactive", ["activate", "remove"]),
+    (ACCOUNT, "active", ["deactivate", "remove", "update"]),
+    (ACCOUNT, "inactive", ["activate", "remove", "update"]),
     (ACCOUNT, "removed", ["purge"]),
     (ACCOUNT, "purged", []),
     (ACCOUNT, "no-such-state", []),
