@@ -14,7 +14,8 @@ from server.api.auth import KeyCache
 from server.bootstrap import FirstStart, bootstrap
 from server.caches import Recent
 from server.config import Settings
-from server.engine.placement import PlacementView, Placer
+from server.engine.placement import Placer
+from server.engine.placement_view import PlacementView
 from server.engine.reconcile import Reconciler
 from server.engine.registries import RegistryAuth
 from server.engine.runner import Runner, server_owner

@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from shared.errors import ProtocolError
+from shared.text import encodable
 
 MAX_DEPTH = 64
 # Numbers hold in a 64-bit integer (what Docker and the store take; sizes in bytes need more
@@ -99,8 +100,6 @@ def _check_shape(value: Any, *, may_hold_surrogates: bool, may_be_deep: bool) ->
 
 
 def _check_text(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if not encodable(text):
         raise ProtocolError("message holds a lone surrogate (\\ud800-\\udfff), which is not "
                             "text") from None

@@ -19,6 +19,7 @@ from server.api.errors import invalid
 from server.api.schema import Field, Schema
 from server.store.interface import INDEXED_DATA, Condition, Operator, ValueKind
 from shared.ids import MAX_ROW, format_id, parse_id
+from shared.text import encodable
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 3000  # Rancher's own cap (its docs say 1000; its code says 3000)
@@ -89,18 +90,10 @@ def _convert(name: str, spec: Field, raw: str) -> Any:
         if lowered not in ("true", "false"):
             raise invalid("InvalidFormat", name, f"filter {name} needs true or false")
         return lowered == "true"
-    if "\x00" in raw or not _encodable(raw):
+    if "\x00" in raw or not encodable(raw):
         raise invalid("InvalidCharacters", name, f"filter {name} has characters that cannot "
                                                  "be stored")
     return raw
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _date_ms(name: str, raw: str) -> int:

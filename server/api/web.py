@@ -23,6 +23,7 @@ from server.api.errors import (
     ValidationError,
     invalid,
 )
+from shared.text import encodable
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +116,10 @@ def check_json_tree(body: Any) -> None:
 
 
 def _check_string(text: str, field_name: str | None) -> None:
-    if "\x00" in text or (not text.isascii() and not _encodable(text)):
+    if "\x00" in text or (not text.isascii() and not encodable(text)):
         raise invalid("InvalidCharacters", field_name,
                       f"{field_name or 'the body'} holds characters that are not text "
                       "(a lone surrogate or NUL)")
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _printable(key: str) -> str:

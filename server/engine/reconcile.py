@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from server.api.types import now_ms
 from server.engine.instances import resting_state, summary_fields
-from server.engine.placement import list_all
+from server.engine.placement_view import list_all
 from server.resources.volumes import release_mounts
 from server.store import Condition, NewRecord, Query, Record
 from shared import protocol
