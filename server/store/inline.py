@@ -20,17 +20,24 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy import Engine as SyncEngine
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from server.store.sqlite_direct import DirectStatements, Known, run_sql
 
 
 class InlineConnection:
-    """An ``AsyncConnection`` look-alike over a synchronous connection."""
+    """An ``AsyncConnection`` look-alike over a synchronous connection: the store's prebuilt
+    statements run on the driver itself (``sqlite_direct``), the rest through SQLAlchemy."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, direct: DirectStatements) -> None:
         self.sync_connection = conn
+        self.dbapi: Any = conn.connection.dbapi_connection
+        self._direct = direct
 
-    async def execute(self, statement: Any, parameters: Any = None) -> CursorResult[Any]:
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        prebuilt = self._direct.get(statement)
+        if prebuilt is not None:
+            return prebuilt.run(self.dbapi, parameters)
         return self.sync_connection.execute(statement, parameters)
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -43,27 +50,57 @@ class InlineConnection:
 
 
 class InlineEngine:
-    """An ``AsyncEngine`` look-alike over a synchronous engine."""
+    """An ``AsyncEngine`` look-alike over a synchronous engine, for the SQL store.
 
-    def __init__(self, engine: SyncEngine, lock: OwnerLock | None = None) -> None:
+    It keeps two connections open for its whole life, both in SQLite's autocommit mode: one
+    for reads (each a single statement, so each sees the latest commit) and one for writes,
+    whose transactions it begins and ends itself: ``begin()`` is BEGIN IMMEDIATE (the write
+    lock at once, so two processes never both read and then fail to upgrade) to COMMIT. The
+    store runs one write transaction at a time, so neither connection is ever shared by two
+    tasks at once."""
+
+    def __init__(self, engine: SyncEngine, direct: Known,
+                 lock: OwnerLock | None = None) -> None:
         self.sync_engine = engine
         self.dialect = engine.dialect
         self._lock = lock
+        self._direct = DirectStatements(engine.dialect, direct)
+        self._reader: InlineConnection | None = None
+        self._writer: InlineConnection | None = None
 
-    def execution_options(self, **options: Any) -> InlineEngine:
-        return InlineEngine(self.sync_engine.execution_options(**options))
+    def execution_options(self, **_options: Any) -> InlineEngine:
+        return self  # the only option the store gives marks writes; begin() is for writes
+
+    def _open(self) -> InlineConnection:
+        conn = self.sync_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return InlineConnection(conn, self._direct)
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[InlineConnection]:
-        with self.sync_engine.connect() as conn:
-            yield InlineConnection(conn)
+        if self._reader is None:
+            self._reader = self._open()
+        yield self._reader
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[InlineConnection]:
-        with self.sync_engine.begin() as conn:
-            yield InlineConnection(conn)
+        if self._writer is None:
+            self._writer = self._open()
+        conn = self._writer
+        raw = conn.dbapi
+        run_sql(raw, "BEGIN IMMEDIATE")
+        try:
+            yield conn
+            run_sql(raw, "COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                run_sql(raw, "ROLLBACK")
+            raise
 
     async def dispose(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                conn.sync_connection.close()
+        self._reader = self._writer = None
         self.sync_engine.dispose()
         if self._lock is not None:
             self._lock.release()

@@ -128,7 +128,7 @@ class SqlStore:
                                      pool_reset_on_return=None)
                 event.listen(sync, "connect", _on_sqlite_connect)
                 event.listen(sync, "begin", _on_sqlite_begin)
-                engine = InlineEngine(sync, lock)
+                engine = InlineEngine(sync, sql.DIRECT, lock)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreUnavailable(f"cannot use the database {printable(url)}: {exc}") from None
         try:

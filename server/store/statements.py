@@ -37,11 +37,45 @@ LOG_INSERT = _log.insert().returning(_log.c.seq)
 LAST_SEQ = select(func.max(_log.c.seq))
 CHANGES_AFTER = (select(_log).where(_log.c.seq > bindparam("seq")).order_by(_log.c.seq)
                  .limit(bindparam("lim")))
-# Every column but the id, from the record as the transaction computed it: one statement for
-# every update, and no row to read back.
-UPDATE = (_t.update()
-          .where(_t.c.id == bindparam("w_id"), _t.c.version == bindparam("w_version"))
-          .values({c.name: bindparam(c.name) for c in _t.c if c.name != "id"}))
+
+
+class Direct:
+    """The statements SQLite runs on its driver directly (``sqlite_direct``): those every
+    request and operation makes, each with the table an INSERT fills (all its columns but
+    the key). Statements built on demand (``update_of``) join as they are built."""
+
+    def __init__(self) -> None:
+        self._statements: dict[int, tuple[Any, Any]] = {}
+
+    def add(self, statement: Any, insert_into: Any = None) -> Any:
+        self._statements[id(statement)] = (statement, insert_into)
+        return statement
+
+    def find(self, statement: Any) -> tuple[Any, Any] | None:
+        return self._statements.get(id(statement))
+
+
+DIRECT = Direct()
+for _prebuilt, _into in ((GET, None), (BY_LOOKUP, None), (BY_UUID, None), (INSERT, _t),
+                         (LOG_INSERT, _log), (LAST_SEQ, None), (CHANGES_AFTER, None)):
+    DIRECT.add(_prebuilt, _into)
+
+_UPDATES: dict[frozenset[str], Any] = {}
+
+
+def update_of(columns: frozenset[str]) -> Any:
+    """The UPDATE of ``columns`` (and the version) of the row with id ``w_id`` still at version
+    ``w_version``, built once per set of columns. Only the columns that changed: SQLite
+    rewrites the entries of every index on a column that is SET, whatever its value."""
+    stmt = _UPDATES.get(columns)
+    if stmt is None:
+        names = sorted(columns | {"version"})
+        stmt = DIRECT.add(
+            _t.update()
+            .where(_t.c.id == bindparam("w_id"), _t.c.version == bindparam("w_version"))
+            .values({name: bindparam(name) for name in names}))
+        _UPDATES[columns] = stmt
+    return stmt
 
 
 def upsert(postgres: bool, table: Any, values: dict[str, Any], keys: list[str],
@@ -68,6 +102,10 @@ def _claim_statement(postgres: bool) -> Any:
 _CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
 _RELEASE = delete(tables.claim).where(tables.claim.c.resource_id == bindparam("rid"),
                                       tables.claim.c.owner == bindparam("owner"))
+
+
+DIRECT.add(_CLAIM[False])
+DIRECT.add(_RELEASE)
 
 
 async def claim(conn: Conn, postgres: bool, record_id: int, owner: str,

@@ -116,26 +116,33 @@ class SqlTransaction:
         values["data"] = current.data
         values.update(changes)
         changed = {k for k, v in changes.items() if getattr(current, k) != v}
+        columns = set(changed)  # the table's columns to SET
         if data:
             merged = dict(current.data)
             for key, value in _as_stored(data).items():
-                if value is None:
-                    if key in merged:
-                        changed.add(key)
-                    merged.pop(key, None)
-                else:
-                    if merged.get(key, _MISSING) != value:
-                        changed.add(key)
+                if value is None:  # None removes the key
+                    if key not in merged:
+                        continue
+                    del merged[key]
+                elif merged.get(key, _MISSING) != value:
                     merged[key] = value
-            values["data"] = merged
-            values.update(mirrored(merged))
-        else:
-            values.update(mirrored(dict(current.data)))
+                else:
+                    continue
+                changed.add(key)
+            if merged != current.data:
+                values["data"] = merged
+                columns.add("data")
+                before = mirrored(dict(current.data))
+                for name, value in mirrored(merged).items():
+                    if before[name] != value:
+                        values[name] = value
+                        columns.add(name)
         values["version"] = current.version + 1
+        params = {name: values[name] for name in columns}
+        params.update(version=values["version"], w_id=record_id, w_version=current.version)
         try:
             async with self._savepoint():
-                result = await self._conn.execute(
-                    sql.UPDATE, {**values, "w_id": record_id, "w_version": current.version})
+                result = await self._conn.execute(sql.update_of(frozenset(columns)), params)
         except IntegrityError as exc:
             raise Conflict("that key is already taken") from exc
         if result.rowcount != 1:
