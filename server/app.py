@@ -30,11 +30,19 @@ async def healthz(request: web.Request) -> web.Response:
                           "agents": len(request.app[SERVICES].hub.connected_hosts())})
 
 
+async def api_certificate(request: web.Request) -> web.Response:
+    """The public key that checks the tokens this server signs, as Rancher served its own
+    token-signing key to its agents: public, so no credentials."""
+    return web.Response(body=request.app[SERVICES].tokens.public_pem(),
+                        content_type="application/x-pem-file")
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", versions)
     app.router.add_get("/healthz", healthz)
     app.router.add_get(AGENT_PATH, agent_connect)
     app.router.add_post("/v1/register", register)
+    app.router.add_get("/v1/scripts/api.crt", api_certificate)  # before the tokens' route
     app.router.add_get("/v1/scripts/{token}", script)
     app.router.add_get("/v1/scripts/{token}/{filename}", wheel)
     app.router.add_get("/v1/stream", stream_socket)

@@ -14,6 +14,7 @@ from server.feed import ChangeFeed
 from server.security import ServerKey
 from server.sockets import ClientSockets
 from server.store import Record, Store
+from server.tokens import TokenSigner
 
 if TYPE_CHECKING:
     from server.agents.hub import Hub
@@ -44,10 +45,13 @@ class Services:
     reconciler: Reconciler = field(init=False)
     registries: RegistryAuth = field(init=False)
     streams: StreamTickets = field(init=False)
+    # Signs the tokens of streams and proxies; its public key is /v1/scripts/api.crt.
+    tokens: TokenSigner = field(init=False)
     # Failed authentications per client address: throttled and logged in summary.
     auth_guard: AuthGuard = field(init=False)
 
     def __post_init__(self) -> None:
+        self.tokens = TokenSigner.of(self.server_key)
         self.auth_guard = AuthGuard(ThrottlePolicy(
             burst=self.settings.auth_failure_burst, per_second=self.settings.auth_failure_rate,
             log_interval=self.settings.auth_log_interval,

@@ -71,7 +71,7 @@ async def running_services(
     services.placer = Placer(store, PlacementView(store, feed), hub)
     services.reconciler = Reconciler(services)
     services.registries = RegistryAuth(services, registry_cache)
-    services.streams = StreamTickets()
+    services.streams = StreamTickets(services.tokens)
     try:
         first = await bootstrap(store, settings, server_key)
         await feed.start()

@@ -16,7 +16,6 @@ import base64
 import binascii
 import contextlib
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from aiohttp import WSMsgType, web
 from server.agents.session import ServerStream
 from server.api.errors import Unauthorized
 from server.api.handlers import SERVICES
+from server.tokens import TokenRefused, TokenSigner
 from shared import protocol, wirejson
 from shared.errors import HostNotConnected, InstructionError, ProtocolError
 from shared.protocol import CloseCode
@@ -44,38 +44,62 @@ RESIZE_FORMAT = '{"resize": {"cols": C, "rows": R}}'
 @dataclass(frozen=True)
 class Ticket:
     host_id: int
-    instruction: str  # instance.logs or instance.exec
+    instruction: str  # instance.logs, instance.exec, instance.proxy, ...
     resource_id: str
     data: dict[str, Any]
-    expires: float = field(default_factory=lambda: time.monotonic() + TICKET_SECONDS)
+    # Until when it is good, in seconds since the epoch.
+    expires: float = field(default_factory=lambda: time.time() + TICKET_SECONDS)
 
 
 class StreamTickets:
-    """Tickets in memory: valid for a minute, good for one connection."""
+    """Tickets as tokens the server signs (``server.tokens``): what a ticket grants travels
+    in it, so no table of tickets is kept. A ticket redeemed for a stream is good once: the
+    ids of redeemed ones are kept here until they expire. (Only the server holding a host's
+    agent session can open its streams, so that one server's memory is where it counts.)"""
 
-    def __init__(self) -> None:
-        self._tickets: dict[str, Ticket] = {}
+    def __init__(self, signer: TokenSigner) -> None:
+        self._signer = signer
+        self._redeemed: dict[str, float] = {}
 
     def issue(self, ticket: Ticket) -> str:
-        now = time.monotonic()
-        for token in [t for t, v in self._tickets.items() if v.expires < now]:
-            del self._tickets[token]
-        token = secrets.token_urlsafe(32)
-        self._tickets[token] = ticket
-        return token
+        grant = {"hostId": ticket.host_id, "instruction": ticket.instruction,
+                 "resourceId": ticket.resource_id, "data": ticket.data}
+        return self._signer.sign({"grant": grant}, ticket.expires - time.time())
 
     def redeem(self, token: str) -> Ticket | None:
-        ticket = self._tickets.pop(token, None)
-        if ticket is None or ticket.expires < time.monotonic():
+        """The ticket of a token not redeemed before."""
+        found = self._verified(token)
+        if found is None:
             return None
+        ticket, token_id = found
+        now = time.time()
+        for seen in [t for t, until in self._redeemed.items() if until < now]:
+            del self._redeemed[seen]
+        if token_id in self._redeemed:
+            log.debug("a stream token was offered again after it was used")
+            return None
+        self._redeemed[token_id] = ticket.expires
         return ticket
 
     def lookup(self, token: str) -> Ticket | None:
         """A ticket good for many connections until it expires (the container proxy's)."""
-        ticket = self._tickets.get(token)
-        if ticket is None or ticket.expires < time.monotonic():
+        found = self._verified(token)
+        return found[0] if found is not None else None
+
+    def _verified(self, token: str) -> tuple[Ticket, str] | None:
+        try:
+            claims = self._signer.verify(token)
+        except TokenRefused as exc:
+            log.debug("a stream token was refused: %s", exc)
             return None
-        return ticket
+        grant: Any = claims.get("grant")
+        try:
+            ticket = Ticket(host_id=int(grant["hostId"]), instruction=str(grant["instruction"]),
+                            resource_id=str(grant["resourceId"]), data=dict(grant["data"]),
+                            expires=float(claims["exp"]))
+        except (TypeError, KeyError, ValueError):  # signed by us, so never: refuse anyway
+            return None
+        return ticket, str(claims.get("jti"))
 
 
 class ClientFrameError(Exception):

@@ -332,6 +332,7 @@ class ContainerType(ResourceType):
                             values: dict[str, Any]) -> dict[str, Any]:
         """A ticket for a websocket to the container's logs or to a command run in it."""
         from server.agents.streams import Ticket
+        from server.tokens import TokenTooLong
 
         host_id = self._live_host(caller, record)
         if name == "logs":
@@ -343,9 +344,13 @@ class ContainerType(ResourceType):
                     "tty": values.get("tty", True),
                     "attachStdin": values.get("attachStdin", True)}
             instruction = "instance.exec"
-        token = caller.services.streams.issue(Ticket(
-            host_id=host_id, instruction=instruction,
-            resource_id=format_id(self.schema.id_prefix, record.id), data=data))
+        try:
+            token = caller.services.streams.issue(Ticket(
+                host_id=host_id, instruction=instruction,
+                resource_id=format_id(self.schema.id_prefix, record.id), data=data))
+        except TokenTooLong:  # the command travels in the token
+            raise invalid("MaxLengthExceeded", "command",
+                          "the command is too long to run through a stream") from None
         ws_origin = (caller.origin or caller.public_origin).replace("http", "ws", 1)
         return host_access(f"{ws_origin}/v1/stream?token={token}", token)
 
@@ -363,7 +368,7 @@ class ContainerType(ResourceType):
             host_id=host_id, instruction="instance.proxy",
             resource_id=format_id(self.schema.id_prefix, record.id),
             data={"uuid": record.uuid, "port": port, "scheme": scheme},
-            expires=time.monotonic() + PROXY_SECONDS))
+            expires=time.time() + PROXY_SECONDS))
         origin = caller.origin or caller.public_origin
         return host_access(f"{origin}{PROXY_PATH}/{token}/", token)
 
