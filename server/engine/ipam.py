@@ -1,0 +1,157 @@
+"""Address leases of the managed network: one subnet per host from the environment's pool, one
+address per container from its host's subnet, taken in store transactions.
+
+A lease is a record of its own (type ``ipLease``) whose lookup key names the network and the
+subnet or address; the store keeps lookup keys unique per type, so two transactions, of one
+server process or of several on PostgreSQL, can never both hold the same one: the later insert
+is a conflict, and the allocator takes the next free one. A released lease gives up its key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from server.api.types import now_ms
+from server.store import Condition, Conflict, NewRecord, Query, Record, Transaction
+
+LEASE = "ipLease"
+SUBNET, ADDRESS = "subnet", "address"
+PAGE = 1000
+
+
+class PoolExhausted(Exception):
+    """No subnet or address is left: the message says which pool, for the API's 422."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A network's address pool, cut into one subnet of ``prefix`` per host."""
+
+    network_id: int
+    cidr: IPv4Network
+    prefix: int
+
+    @classmethod
+    def parse(cls, network_id: int, cidr: str, prefix: int) -> Pool:
+        """A pool from user input; ValueError says what is wrong with it."""
+        try:
+            network = ipaddress.ip_network(cidr, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{cidr!r} is not a network in CIDR form: {exc}") from None
+        if not isinstance(network, IPv4Network):
+            raise ValueError(f"{cidr} is not an IPv4 network")
+        if not network.prefixlen <= prefix <= 30:
+            raise ValueError(f"the per-host prefix /{prefix} must lie between the pool's "
+                             f"/{network.prefixlen} and /30")
+        return cls(network_id, network, prefix)
+
+
+def lease_key(network_id: int, what: IPv4Network | IPv4Address) -> str:
+    return f"{network_id}:{what}"
+
+
+def host_addresses(subnet: IPv4Network) -> Iterator[IPv4Address]:
+    """The addresses a subnet gives containers: not the network address (the host's VXLAN
+    device), nor the first one (its bridge's gateway), nor the broadcast address."""
+    first = int(subnet.network_address) + 2
+    last = int(subnet.broadcast_address) - 1
+    return (IPv4Address(value) for value in range(first, last + 1))
+
+
+async def _taken(tx: Transaction, network_id: int, kind: str) -> set[str]:
+    keys: set[str] = set()
+    offset = 0
+    while True:
+        page = await tx.list(Query(
+            types=[LEASE], conditions=[Condition("lookup_key", "prefix", f"{network_id}:"),
+                                       Condition("kind", "eq", kind)],
+            limit=PAGE, offset=offset))
+        keys.update(r.lookup_key for r in page if r.lookup_key is not None)
+        if len(page) < PAGE:
+            return keys
+        offset += PAGE
+
+
+async def _take(tx: Transaction, network_id: int, kind: str, candidates: Iterator[str],
+                data: dict[str, int], project_id: int | None, exhausted: str) -> Record:
+    taken = await _taken(tx, network_id, kind)
+    for value in candidates:
+        key = f"{network_id}:{value}"
+        if key in taken:
+            continue
+        try:
+            return await tx.create(NewRecord(type=LEASE, kind=kind, state="active", name=value,
+                                             project_id=project_id, lookup_key=key,
+                                             data={"networkId": network_id, **data}))
+        except Conflict:  # a concurrent transaction took it first: the next one, then
+            continue
+    raise PoolExhausted(exhausted)
+
+
+async def lease_subnet(tx: Transaction, pool: Pool, host_id: int,
+                       project_id: int | None = None) -> IPv4Network:
+    """The host's subnet of the pool: the one it holds, or the first free one."""
+    held = await host_subnet(tx, pool.network_id, host_id)
+    if held is not None:
+        return held
+    candidates = (str(s) for s in pool.cidr.subnets(new_prefix=pool.prefix))
+    lease = await _take(tx, pool.network_id, SUBNET, candidates, {"hostId": host_id},
+                        project_id, f"the pool {pool.cidr} has no free /{pool.prefix} left")
+    return IPv4Network(lease.name)
+
+
+async def host_subnet(tx: Transaction, network_id: int, host_id: int) -> IPv4Network | None:
+    for lease in await _leases_of_host(tx, host_id, SUBNET):
+        if lease.data.get("networkId") == network_id and lease.name:
+            return IPv4Network(lease.name)
+    return None
+
+
+async def lease_address(tx: Transaction, network_id: int, subnet: IPv4Network, host_id: int,
+                        instance_id: int, project_id: int | None = None) -> IPv4Address:
+    """An address of the host's subnet for the container: the one it holds, or the first
+    free one."""
+    for lease in await _leases_of_host(tx, host_id, ADDRESS):
+        if lease.data.get("instanceId") == instance_id and lease.name:
+            return IPv4Address(lease.name)
+    candidates = (str(a) for a in host_addresses(subnet))
+    lease = await _take(tx, network_id, ADDRESS, candidates,
+                        {"hostId": host_id, "instanceId": instance_id}, project_id,
+                        f"the subnet {subnet} has no free address left")
+    assert lease.name is not None
+    return IPv4Address(lease.name)
+
+
+async def release_instance(tx: Transaction, host_id: int, instance_id: int) -> int:
+    """Give up the container's addresses; how many there were."""
+    leases = [lease for lease in await _leases_of_host(tx, host_id, ADDRESS)
+              if lease.data.get("instanceId") == instance_id]
+    for lease in leases:
+        await _release(tx, lease)
+    return len(leases)
+
+
+async def release_host(tx: Transaction, host_id: int) -> int:
+    """Give up everything the host holds (a purged host): its subnets and the addresses in
+    them; how many leases that was."""
+    leases = [*await _leases_of_host(tx, host_id, SUBNET),
+              *await _leases_of_host(tx, host_id, ADDRESS)]
+    for lease in leases:
+        await _release(tx, lease)
+    return len(leases)
+
+
+async def _leases_of_host(tx: Transaction, host_id: int, kind: str) -> list[Record]:
+    return await tx.list(Query(
+        types=[LEASE], conditions=[Condition("hostId", "eq", host_id, "int"),
+                                   Condition("kind", "eq", kind),
+                                   Condition("removed", "null")],
+        limit=PAGE))
+
+
+async def _release(tx: Transaction, lease: Record) -> None:
+    # The lookup key goes, so the subnet or address can be leased again.
+    await tx.update(lease.id, {"state": "removed", "removed": now_ms(), "lookup_key": None})
