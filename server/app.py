@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from server.agents.docker_socket import DOCKER_SOCKET_PATH, docker_socket
 from server.agents.endpoint import agent_connect
 from server.agents.proxy import PROXY_PATH, container_proxy
 from server.agents.registration import register, script, wheel
@@ -46,6 +47,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/scripts/{token}", script)
     app.router.add_get("/v1/scripts/{token}/{filename}", wheel)
     app.router.add_get("/v1/stream", stream_socket)
+    app.router.add_get(DOCKER_SOCKET_PATH + "{slash:/?}", docker_socket)
     app.router.add_route("*", PROXY_PATH + r"/{token}{tail:(/.*)?}", container_proxy)
     app.router.add_route("*", r"/{version:v1|v2-beta}{tail:(/.*)?}", api)
 

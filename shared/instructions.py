@@ -57,7 +57,7 @@ class _Reply:
 
 @dataclass(frozen=True)
 class NoData(_Request, _Reply):
-    """``{}``: the request of ``host.*`` and the reply of removals and of ``instance.logs``.
+    """``{}``: the request of ``host.*`` and the reply of removals and of the streams but exec.
     Keys it does not know are ignored, as every parse here ignores them."""
 
     @classmethod
@@ -358,6 +358,7 @@ class Instruction:
 INSTRUCTIONS: Mapping[str, Instruction] = {
     "host.inspect": Instruction(NoData, HostInspection),
     "host.stats": Instruction(NoData, HostStats),
+    "host.dockersocket": Instruction(NoData, NoData, streaming=True),
     "instance.create": Instruction(CreateRequest, ContainerState),
     "instance.start": Instruction(ContainerRef, ContainerState),
     "instance.stop": Instruction(StopRequest, ContainerState),

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.dispatcher import Handler
-from agent.handlers import host, instances, proxy, streams, volumes
+from agent.handlers import docker_socket, host, instances, proxy, streams, volumes
 
 HANDLERS: Mapping[str, Handler] = {
     "host.inspect": host.inspect,
     "host.stats": host.stats,
+    "host.dockersocket": docker_socket.docker_socket,
     "instance.stats": instances.stats,
     "instance.create": instances.create,
     "instance.start": instances.start,
@@ -24,4 +25,5 @@ HANDLERS: Mapping[str, Handler] = {
 }
 
 # Instructions that stream until the server closes them (see Dispatcher).
-STREAMING = frozenset({"instance.logs", "instance.exec", "instance.proxy"})
+STREAMING = frozenset({"instance.logs", "instance.exec", "instance.proxy",
+                       "host.dockersocket"})

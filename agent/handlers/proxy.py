@@ -45,6 +45,14 @@ async def proxy(ctx: InstructionContext) -> NoData:
     except (OSError, TimeoutError) as exc:
         raise InstructionError(f"could not connect to {address}:{request.port} of container "
                                f"{request.uuid}: {exc or 'timed out'}") from None
+    await relay(ctx, reader, writer)
+    return NoData()
+
+
+async def relay(ctx: InstructionContext, reader: asyncio.StreamReader,
+                writer: asyncio.StreamWriter) -> None:
+    """Relay the stream and a connection both ways until the peer closes the connection or
+    the server closes the stream; then close the connection."""
     answer = asyncio.create_task(_answer(ctx, reader))
     asks = asyncio.create_task(_ask(ctx, writer))
     try:
@@ -56,19 +64,18 @@ async def proxy(ctx: InstructionContext) -> NoData:
             await writer.wait_closed()
         with contextlib.suppress(OSError, ssl.SSLError, asyncio.CancelledError):
             await answer
-    return NoData()
 
 
 async def _answer(ctx: InstructionContext, reader: asyncio.StreamReader) -> None:
-    """The container's bytes to the server, until it closes the connection."""
+    """The peer's bytes to the server, until it closes the connection."""
     while chunk := await reader.read(CHUNK):
         await ctx.send(protocol.StreamData(stream_id=ctx.request.id,
                                            data=base64.b64encode(chunk).decode()))
 
 
 async def _ask(ctx: InstructionContext, writer: asyncio.StreamWriter) -> None:
-    """The server's bytes to the container, until the server closes the stream. The write
-    side stays open: an HTTP server may take a half-closed connection for a gone client."""
+    """The server's bytes to the peer, until the server closes the stream. The write side
+    stays open: an HTTP server may take a half-closed connection for a gone client."""
     while True:
         message = await ctx.inbox.get()
         match message:

@@ -10,6 +10,7 @@ from agent.runtime.docker_errors import DEFAULT_DOCKER_HOST, DEFAULT_TIMEOUT
 from agent.runtime.interface import (
     ByteStream,
     ContainerRuntime,
+    EngineEndpoint,
     EventStream,
     ExecSession,
     OnPullProgress,
@@ -22,6 +23,7 @@ __all__ = [
     "ByteStream",
     "ContainerRuntime",
     "DockerRuntime",
+    "EngineEndpoint",
     "EventStream",
     "ExecSession",
     "OnPullProgress",

@@ -21,6 +21,7 @@ import docker.transport.unixconn
 import docker.utils
 
 from agent.containers import UUID_LABEL, PullProgress, state_summary, stats_summary
+from agent.runtime.docker_endpoint import engine_endpoint
 from agent.runtime.docker_errors import (
     DEFAULT_TIMEOUT,
     TRANSLATED,
@@ -34,6 +35,7 @@ from agent.runtime.docker_errors import (
 from agent.runtime.docker_streams import DockerExec, DockerLogStream
 from agent.runtime.interface import (
     ByteStream,
+    EngineEndpoint,
     EventStream,
     ExecSession,
     OnPullProgress,
@@ -99,6 +101,10 @@ class DockerRuntime:
             stream.close()
         if client is not None:
             client.close()
+
+    def engine_endpoint(self) -> EngineEndpoint:
+        return engine_endpoint(str(self._client_kwargs.get("base_url") or ""),
+                               self._client_kwargs.get("tls"))
 
     def find_container(self, uuid: str) -> ContainerState | None:
         found = self._api(lambda api: api.containers(

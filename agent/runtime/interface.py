@@ -20,7 +20,9 @@ own explanation, so that ``notFound`` keeps meaning "no such container" in insta
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.containers import ContainerState
@@ -38,6 +40,19 @@ class RuntimeUnavailable(InstructionError):
     code = ErrorCode.RUNTIME_UNAVAILABLE
 
 
+@dataclass(frozen=True)
+class EngineEndpoint:
+    """Where the engine's API listens, for a raw connection of the agent's own (the host's
+    Docker socket, relayed to an API client): a unix socket ``path``, or ``host`` and ``port``
+    over TCP, with ``tls`` when the engine wants it. ``address`` is safe to print."""
+
+    address: str
+    path: str | None = None
+    host: str = ""
+    port: int = 0
+    tls: ssl.SSLContext | None = None
+
+
 class ContainerRuntime(Protocol):
     """What the agent needs from a container engine. Every method blocks."""
 
@@ -51,6 +66,11 @@ class ContainerRuntime(Protocol):
 
     def close(self) -> None:
         """Release connections and end open event streams; further calls fail. Safe twice."""
+        ...
+
+    def engine_endpoint(self) -> EngineEndpoint:
+        """Where to open a raw connection to the engine's API; RuntimeUnavailable when the
+        engine is reached in a way the agent cannot relay (ssh, a named pipe)."""
         ...
 
     def find_container(self, uuid: str) -> ContainerState | None:

@@ -39,6 +39,8 @@ TICKET_SECONDS = 60.0
 # streamData frame limit on its way to the agent.
 MAX_CLIENT_FRAME = 256 * 1024
 RESIZE_FORMAT = '{"resize": {"cols": C, "rows": R}}'
+# The tickets this endpoint takes (proxy and Docker socket tickets have endpoints of their own).
+STREAM_INSTRUCTIONS = frozenset({"instance.logs", "instance.exec"})
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ async def _agent_to_client(ws: web.WebSocketResponse, stream: ServerStream,
 async def stream_socket(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     ticket = services.streams.redeem(request.query.get("token", ""))
-    if ticket is None:
+    if ticket is None or ticket.instruction not in STREAM_INSTRUCTIONS:
         raise Unauthorized("this stream token is unknown, used or expired: ask for a new one")
     ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, compress=False, heartbeat=30)
     await ws.prepare(request)

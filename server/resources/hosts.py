@@ -7,6 +7,7 @@ not active; an active host shows its agent's liveness there too (``reconnecting`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -15,11 +16,12 @@ from server.agents.instructions import api_error
 from server.agents.liveness import AgentState
 from server.api.context import RequestContext
 from server.api.errors import Conflict as ApiConflict
-from server.api.errors import NotFound
+from server.api.errors import NotFound, Unavailable
 from server.api.schema import Action, Field, Schema, Scope
 from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
 from server.lifecycle import Lifecycle, step
+from server.resources.containers import host_access
 from server.resources.host_stats import host_container_stats
 from server.store import Condition, Conflict, Query, Record, Store, Transaction
 from shared.errors import InstructionError
@@ -56,7 +58,10 @@ HOST_LIFECYCLE = Lifecycle(
         step("remove", {"inactive", "registering"}, "removed"),
         step("purge", {"removed"}, "purged"),
     ),
-    verbs={"inspect": Action(frozenset({"active"}), output="hostInspection")},
+    verbs={"inspect": Action(frozenset({"active"}), output="hostInspection"),
+           # Rancher's: offered on an active or inactive host (deactivate only stops
+           # scheduling); it needs the host's agent connected.
+           "dockersocket": Action(frozenset({"active", "inactive"}), output="hostAccess")},
 )
 
 HOST = Schema(
@@ -286,6 +291,8 @@ class HostType(ResourceType):
             return await self.remove_host(caller, record)
         if name == "inspect":
             return await self.inspect(caller, record)
+        if name == "dockersocket":
+            return self.docker_socket(caller, record)
         return await super().perform(caller, record, name, values)
 
     async def remove_host(self, caller: Caller, record: Record) -> Record:
@@ -318,6 +325,28 @@ class HostType(ResourceType):
             raise api_error(exc) from exc
         return {"type": "hostInspection", "links": {}, "actions": {},
                 "hostId": format_id(HOST.id_prefix, record.id), **result}
+
+    def docker_socket(self, caller: Caller, record: Record) -> dict[str, Any]:
+        """Rancher's ``dockersocket``: a ticket for websockets to the host's Docker socket,
+        relayed by its agent (``server.agents.docker_socket``). The URL is without the token,
+        which clients add as ``?token=``, as Rancher's did."""
+        from server.agents.docker_socket import (
+            DOCKER_SOCKET_PATH,
+            DOCKER_SOCKET_SECONDS,
+            INSTRUCTION,
+        )
+        from server.agents.streams import Ticket
+
+        if not caller.services.hub.is_live(record.id):
+            raise Unavailable(f"host {format_id(HOST.id_prefix, record.id)} is disconnected: "
+                              "its agent is not connected, so its Docker socket cannot be "
+                              "reached now", code="HostNotConnected")
+        token = caller.services.streams.issue(Ticket(
+            host_id=record.id, instruction=INSTRUCTION,
+            resource_id=format_id(HOST.id_prefix, record.id), data={},
+            expires=time.time() + DOCKER_SOCKET_SECONDS))
+        ws_origin = (caller.origin or caller.public_origin).replace("http", "ws", 1)
+        return host_access(f"{ws_origin}{DOCKER_SOCKET_PATH}/", token)
 
 
 async def remove_placed(tx: Transaction, host: Record) -> None:

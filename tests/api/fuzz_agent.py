@@ -1,6 +1,7 @@
 """A scripted agent on a thread, speaking the real protocol to a real server process, so that
 the fuzz tests reach what needs a connected host: container operations, logs and exec
-streams. It answers every instruction with a plausible success and echoes exec input."""
+streams. It answers every instruction with a plausible success and echoes exec and Docker
+socket input."""
 
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ class ScriptedAgent(threading.Thread):
         self._auth = basic(creds["accessKey"], creds["secretKey"])
         self._ws: ClientConnection | None = None
         self._execs: set[str] = set()
+        self._echoes: set[str] = set()
         self.welcomed = threading.Event()
         self.unparsed = 0
         self.host_id: str = creds["hostId"]
@@ -113,14 +115,17 @@ class ScriptedAgent(threading.Thread):
                     stream_id=message.id, data=base64.b64encode(b"a log line\n").decode())))
             case protocol.Request(name="instance.exec"):
                 self._execs.add(message.id)
+            case protocol.Request(name="host.dockersocket"):
+                self._echoes.add(message.id)  # an engine that echoes: ends when closed
             case protocol.Request():
                 ws.send(protocol.dump(protocol.Reply(request_id=message.id,
                                                      data=reply_data(message))))
-            case protocol.StreamData() if message.stream_id in self._execs:
+            case protocol.StreamData() if message.stream_id in self._execs | self._echoes:
                 ws.send(protocol.dump(message))  # echo, as ``cat`` would
             case protocol.StreamClose():
                 exit_code = {"exitCode": 0} if message.stream_id in self._execs else {}
                 self._execs.discard(message.stream_id)
+                self._echoes.discard(message.stream_id)
                 ws.send(protocol.dump(protocol.Reply(request_id=message.stream_id,
                                                      data=exit_code)))
             case _:

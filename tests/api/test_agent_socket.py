@@ -104,7 +104,7 @@ async def test_hello_makes_the_host_active_with_its_facts(client: TestClient) ->
     assert found["labels"]["zone"] == "a"
     assert found["memory"] == 2048 * 1024 * 1024 and found["milliCpu"] == 2000
     assert found["localStorageMb"] == 10000
-    assert set(found["actions"]) == {"deactivate", "inspect"}
+    assert set(found["actions"]) == {"deactivate", "inspect", "dockersocket"}
     await ws.close()
 
 

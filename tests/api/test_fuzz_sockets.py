@@ -1,7 +1,8 @@
 """Property-based fuzzing of every websocket endpoint of a real ``corral-server`` process:
 the agent socket (handshake credentials, the hello, then session messages after a valid
-hello), ``/v1/subscribe`` (paths, query strings, client frames) and ``/v1/stream`` (tokens,
-then client frames on a real logs or exec stream relayed through a scripted agent).
+hello), ``/v1/subscribe`` (paths, query strings, client frames), ``/v1/stream`` (tokens,
+then client frames on a real logs or exec stream relayed through a scripted agent) and
+``/v1/dockersocket`` (tokens, then client frames on a host's Docker socket stream).
 
 Whatever is sent, a refused handshake is a 4xx with Rancher's error body; an open socket
 still answers a ping, or the server closed it with a close code and a reason (never a reset,
@@ -94,7 +95,8 @@ class StreamAttempt(Attempt):
     ours was refused, and the close must say so (not 1000, as if the command had ended)."""
 
     def __init__(self, action: str, frames: Sequence[Frame]) -> None:
-        super().__init__(f"/v1/stream?token=<a fresh {action} ticket>", (), frames)
+        path = "/v1/dockersocket" if action == "dockersocket" else "/v1/stream"
+        super().__init__(f"{path}?token=<a fresh {action} ticket>", (), frames)
         self.action = action
 
 
@@ -116,7 +118,14 @@ class Sockets:
         return tuple(auth.items())
 
     def ticket_path(self, action: str) -> str:
-        """The path of a fresh stream of the container, as the action's answer gives it."""
+        """The path of a fresh stream of the container (or of the scripted agent's Docker
+        socket), as the action's answer gives it."""
+        if action == "dockersocket":
+            resp = self.watched.api("POST", f"/v1/hosts/{self.agent.host_id}?action={action}")
+            assert resp.status_code == 200, resp.text
+            access = resp.json()
+            url = str(access["url"])
+            return f"{url[url.index('/v1/dockersocket'):]}?token={access['token']}"
         body = {"command": ["sh"], "tty": True} if action == "execute" else {"follow": True}
         resp = self.watched.api("POST", f"/v1/containers/{self.container_id}?action={action}",
                                 data=json.dumps(body))
@@ -334,3 +343,20 @@ def test_stream_frames_never_break_the_server(sockets: Sockets) -> None:
          [StreamAttempt(action, [frame]) for frame in [*stream_probes(), OVERSIZED]])
         for action in ("execute", "logs")]
     sockets.run(cases, STREAM_EXAMPLES)
+
+
+def test_docker_socket_tokens_never_break_the_server(sockets: Sockets) -> None:
+    path = st.sampled_from(["/v1/dockersocket", "/v1/dockersocket/"])
+    tokens = drawn(lambda p, t: Attempt(f"{p}?token={t}", (), []), path, encoded_text())
+    probes = [Attempt(f"/v1/dockersocket?token={t}", (), []) for t in ("", "%00", "%ED%A0%80",
+                                                                        "x" * 5000)]
+    probes.append(Attempt("/v1/dockersocket/", (("Authorization", ADMIN_HEADER),), []))
+    sockets.run([("docker socket token", tokens, probes)], STREAM_EXAMPLES)
+
+
+def test_docker_socket_frames_never_break_the_server(sockets: Sockets) -> None:
+    """Bytes and garbage on a real Docker socket stream, echoed by the scripted agent."""
+    frames = st.lists(stream_frames(), min_size=1, max_size=4)
+    case = drawn(lambda fs: StreamAttempt("dockersocket", fs), frames)
+    probes = [StreamAttempt("dockersocket", [frame]) for frame in [*stream_probes(), OVERSIZED]]
+    sockets.run([("docker socket", case, probes)], STREAM_EXAMPLES)

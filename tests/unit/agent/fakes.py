@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.containers import UUID_LABEL, PullProgress, state_summary, stats_summary
-from agent.runtime import OnPullProgress, RuntimeUnavailable
+from agent.runtime import EngineEndpoint, OnPullProgress, RuntimeUnavailable
 from shared.containers import ContainerState
 from shared.errors import ErrorCode, InstructionError
 from shared.instructions import StatsSample
@@ -265,6 +265,7 @@ class FakeRuntime:
     ``images`` are the images present; a pull of any other fails like Docker's (set
     ``pullable`` to let it succeed), feeding ``pull_events`` through the real progress
     aggregator. Containers whose uuid is in ``exit_on_start`` exit with code 1 when started.
+    ``engine_socket`` is the unix socket its ``engine_endpoint`` names (a test's own server).
     """
 
     def __init__(
@@ -289,6 +290,7 @@ class FakeRuntime:
         self.log_output: dict[str, list[bytes]] = {}
         self.execs: list[FakeExec] = []
         self.stats_sample: dict[str, Any] = {}
+        self.engine_socket = "/nonexistent/docker.sock"
         self._ids = itertools.count(1)
         self._host_ports = itertools.count(32768)
 
@@ -308,6 +310,10 @@ class FakeRuntime:
         self.closed = True
         for stream in self.streams:
             stream.close()
+
+    def engine_endpoint(self) -> EngineEndpoint:
+        self._enter("engine_endpoint")
+        return EngineEndpoint(address=f"unix://{self.engine_socket}", path=self.engine_socket)
 
     # containers
 

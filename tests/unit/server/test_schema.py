@@ -188,10 +188,10 @@ def test_an_embedded_schema_has_only_its_own_fields_and_no_collection() -> None:
     (ACCOUNT, "purged", []),
     (ACCOUNT, "no-such-state", []),
     (HOST, "registering", ["remove"]),
-    (HOST, "active", ["deactivate", "inspect"]),
+    (HOST, "active", ["deactivate", "inspect", "dockersocket"]),
     (HOST, "reconnecting", ["deactivate"]),
     (HOST, "disconnected", ["deactivate"]),
-    (HOST, "inactive", ["activate", "remove"]),
+    (HOST, "inactive", ["activate", "remove", "dockersocket"]),
     (HOST, "removed", ["purge"]),
     (HOST, "purged", []),
 ])
