@@ -58,7 +58,8 @@ fwd_comment="corral-testhost-$name"
 # ---------------------------------------------------------------------------------------------
 # down: every step tolerates "already gone"
 
-cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+# shellcheck source=lib/dockerd-leftovers.sh
+. "$here/lib/dockerd-leftovers.sh"
 
 daemon_pid() { # prints the pid of this NAME's dockerd if it is alive
     local pid
@@ -93,27 +94,7 @@ down() {
         fi
     fi
 
-    # After a SIGKILL (or a crash) dockerd's own containerd, its shims and the containers survive.
-    # They are found by our exec root / our cgroup parent, never by a broad process name.
-    for f in /proc/[0-9]*; do
-        i=${f#/proc/}
-        case $(cat "$f/comm" 2>/dev/null) in containerd | containerd-shim*) ;; *) continue ;; esac
-        if [[ $(cmdline "$i") == *" $exec_root/containerd/"* ]]; then
-            kill -KILL "$i" 2>/dev/null || true
-        fi
-    done
-    # shellcheck disable=SC2038 # xargs reads pids (the contents of cgroup.procs), not file names
-    find /sys/fs/cgroup -path "*/$cgroup/*" -name cgroup.procs -exec cat {} + 2>/dev/null |
-        xargs -r kill -KILL 2>/dev/null || true
-    # Remove the (now empty) cgroups, deepest first.
-    find /sys/fs/cgroup -depth -type d \( -path "*/$cgroup" -o -path "*/$cgroup/*" \) \
-        -exec rmdir {} \; 2>/dev/null || true
-
-    # Mounts a killed daemon leaves behind (overlay2 layers, shm, network namespaces) would make
-    # rm -rf fail with EBUSY; unmount deepest first.
-    awk -v a="$data_root" -v b="$exec_root" \
-        '$5 == a || $5 == b || index($5, a "/") == 1 || index($5, b "/") == 1 {print $5}' \
-        /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    clear_daemon_leftovers "$exec_root" "$cgroup" "$data_root"
 
     [ -e "$netns" ] && { ip netns del "$name" 2>/dev/null || true; }
     # Deleting the namespace deletes the pair; this covers a half-made one left in the host.
