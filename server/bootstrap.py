@@ -1,12 +1,15 @@
-"""Start-up: make sure there is an active admin account with an API key, in one transaction.
+"""Start-up: make sure there is an active admin account with an API key, in one transaction,
+and that every environment has its default networks.
 
-On the first start that is the admin account, the Default environment, its registration
-token and the admin API key. A later start only makes sure an admin key given in the
-environment (``CORRAL_ADMIN_*``) works: it belongs to the active admin, is active and has the
-given secret. Should no active admin be left (a store from before the last admin was
-protected), a new one is made, in the old admin's Default environment if it is still there.
-All of it commits together or not at all, and a second run changes nothing, so a start
-killed half-way, or a second server starting at the same moment, leaves a usable store.
+On the first start that is the admin account, the Default environment (with its default
+networks), its registration token and the admin API key. A later start only makes sure an
+admin key given in the environment (``CORRAL_ADMIN_*``) works: it belongs to the active
+admin, is active and has the given secret. Should no active admin be left (a store from
+before the last admin was protected), a new one is made, in the old admin's Default
+environment if it is still there. All of it commits together or not at all, and a second
+run changes nothing, so a start killed half-way, or a second server starting at the same
+moment, leaves a usable store. Environments made before networks existed get theirs
+afterwards, one transaction each (``network_defaults``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from server.resources.credentials import (
     registration_token_record,
     registration_url,
 )
+from server.resources.network_defaults import ensure_defaults, ensure_every_environment
 from server.security import ServerKey, digest, new_access_key, new_secret_key
 from server.store import Condition, Conflict, NewRecord, Query, Record, Store, Transaction
 from server.store.interface import Reader
@@ -108,6 +112,8 @@ async def bootstrap(store: Store, settings: Settings, server_key: ServerKey) -> 
             # Another server bootstrapped the same store meanwhile: look again.
             if attempt == _ATTEMPTS - 1:
                 raise
+    # Environments made before networks existed get theirs (a new one has them already).
+    await ensure_every_environment(store)
     if made is None:
         return None
     origin = public_origin(settings)
@@ -136,6 +142,7 @@ async def _ensure_admin(tx: Transaction, keys: _Keys) -> str | None:
     if project is None:
         project = await tx.create(NewRecord(type="project", kind="project", state="active",
                                             name="Default", data={"orchestration": "cattle"}))
+        await ensure_defaults(tx, project)
     tokens = await tx.list(Query(types=["registrationToken"], project_id=project.id, limit=1,
                                  conditions=[Condition("state", "eq", "active")]))
     token = tokens[0] if tokens else await tx.create(

@@ -16,4 +16,4 @@ def operation_tables() -> dict[str, tuple[Lifecycle, Mapping[str, Operation]]]:
     return {"container": (CONTAINER_LIFECYCLE,
                           {**instances.OPERATIONS, "migrate": migration.migrate}),
             **{type_id: (REGISTERED, registering.OPERATIONS)
-               for type_id in ("account", "apiKey", "registrationToken")}}
+               for type_id in ("account", "apiKey", "registrationToken", "network")}}

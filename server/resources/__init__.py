@@ -11,6 +11,7 @@ from server.resources import (
     credentials,
     host_stats,
     hosts,
+    networks,
     registries,
     volumes,
 )
@@ -19,9 +20,11 @@ from server.resources import (
 def build_types() -> TypeRegistry:
     registry = TypeRegistry()
     for rtype in [*accounts.types(), *credentials.types(), *hosts.types(),
-                  *containers.types(), *registries.types(), *volumes.types()]:
+                  *containers.types(), *registries.types(), *volumes.types(),
+                  *networks.types()]:
         registry.add(rtype)
     for schema in [hosts.HOST_INSPECTION, *hosts.EMBEDDED, *containers.EMBEDDED,
-                   *container_links.EMBEDDED, host_stats.HOST_STATS, SUBSCRIBE]:
+                   *container_links.EMBEDDED, *networks.EMBEDDED, host_stats.HOST_STATS,
+                   SUBSCRIBE]:
         registry.add_embedded(schema)
     return registry

@@ -16,6 +16,7 @@ from server.api.schema import Field, Schema, Scope
 from server.api.types import COLUMN_FIELDS, Linked, ResourceType, entered
 from server.caller import Caller
 from server.resources.host_stats import environment_host_stats
+from server.resources.network_defaults import ensure_defaults
 from server.resources.registered import (
     REGISTERED_ACTIONS,
     REGISTERED_STATES,
@@ -44,7 +45,8 @@ ACCOUNT = Schema(
     collection_methods=("GET", "POST"),
     resource_methods=("GET", "PUT", "DELETE"),
     links=("hosts", "instances", "volumes", "storagePools", "credentials", "labels", "ports",
-           "mounts", "ipAddresses", "physicalHosts"),
+           "mounts", "ipAddresses", "physicalHosts", "networks", "networkDrivers",
+           "subnets"),
 )
 
 PROJECT = Schema(
@@ -65,7 +67,8 @@ PROJECT = Schema(
     resource_methods=("GET", "PUT", "DELETE"),
     # Links to a collection (``hosts``) lead to the collection scoped to the environment.
     links=("hostStats", "hosts", "instances", "volumes", "storagePools", "credentials",
-           "labels", "ports", "mounts", "ipAddresses", "physicalHosts"),
+           "labels", "ports", "mounts", "ipAddresses", "physicalHosts", "networks",
+           "networkDrivers", "subnets"),
 )
 
 # What each owned-resources link of an account or environment lists: (type, stored types).
@@ -75,6 +78,9 @@ OWNED_LINKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "volumes": ("volume", ("volume",)),
     "storagePools": ("storagePool", ("storagePool", "registry")),
     "credentials": ("credential", ("apiKey", "registrationToken", "registryCredential")),
+    "networks": ("network", ("network",)),
+    "networkDrivers": ("networkDriver", ("networkDriver",)),
+    "subnets": ("subnet", ("subnet",)),
 }
 # Records one such link embeds or lists at most; past it the list is marked partial.
 OWNED_LIMIT = 1000
@@ -122,18 +128,25 @@ async def gathered(caller: Caller, name: str, project_id: int | None) -> Linked:
 
 class ProjectType(TemplateType):
     async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
+        """The environment and its default networks, in one transaction."""
         project_uuid = values.pop("uuid", None)
-        if project_uuid is None:
-            return await super().create(caller, values)
-        if await caller.store.get_by_uuid(project_uuid):
+        if project_uuid is not None and await caller.store.get_by_uuid(project_uuid):
             raise invalid("NotUnique", "uuid", f"a resource with uuid {project_uuid!r} exists")
+        new = NewRecord(type="project", kind="project", state=self.initial_state,
+                        name=values.get("name"), description=values.get("description"),
+                        uuid=project_uuid, data={k: v for k, v in values.items()
+                                                 if k not in COLUMN_FIELDS})
+
+        async def insert(tx: Transaction) -> Record:
+            project = await tx.create(new)
+            await ensure_defaults(tx, project)
+            return project
+
         try:
-            return await caller.store.create(NewRecord(
-                type="project", kind="project", state=self.initial_state,
-                name=values.get("name"), description=values.get("description"),
-                uuid=project_uuid, data={k: v for k, v in values.items()
-                                         if k not in COLUMN_FIELDS}))
+            return await caller.store.transact(insert)
         except Conflict as exc:  # another create took the uuid meanwhile
+            if project_uuid is None:
+                raise ApiConflict(str(exc), code="NotUnique") from exc
             raise invalid("NotUnique", "uuid",
                           f"a resource with uuid {project_uuid!r} exists") from exc
 

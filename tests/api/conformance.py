@@ -250,7 +250,8 @@ ENVIRONMENT_TYPES = frozenset({"registrationToken", "registry", "registryCredent
 
 
 async def served_links(client: Any, version: str, headers: Mapping[str, str]) -> dict[str, Any]:
-    """The link names of one resource of each type in ``CREATABLE``, plus host and storagePool."""
+    """The link names of one resource of each type in ``CREATABLE``, plus host, storagePool
+    and the managed network, its driver and subnet."""
     resp = await client.get(f"/{version}/projects", params={"name": "Default"}, headers=headers)
     scoped = f"/{version}/projects/" + (await resp.json())["data"][0]["id"]
     ws, welcome = await attach(client, key=("a" if version == "v1" else "b") * 64)
@@ -258,6 +259,12 @@ async def served_links(client: Any, version: str, headers: Mapping[str, str]) ->
         found = {"host": await _get(client, f"{scoped}/hosts/{welcome.host_id}", headers)}
         pools = await _get(client, f"{scoped}/storagepools", headers)
         found["storagePool"] = next(p for p in pools if welcome.host_id in p["hostIds"])
+        # Every environment's own: its managed network, that network's driver and subnet.
+        managed = (await _get(client, f"{scoped}/networks?name=managed", headers))[0]
+        found["network"] = managed
+        network_url = f"{scoped}/networks/{managed['id']}"
+        found["networkDriver"] = await _get(client, f"{network_url}/networkDriver", headers)
+        found["subnet"] = (await _get(client, f"{network_url}/subnets", headers))[0]
         for type_id, body in CREATABLE.items():
             # Names unique per version: the refresh script asks one server for both.
             values = {key: value.replace("conformance", f"conformance-{version}")
@@ -294,5 +301,7 @@ async def served_differences(client: Any, version: str, headers: Mapping[str, st
     served = await served_schemas(client, version, headers)
     out = schema_differences(version, rancher, served)
     for type_id, links in (await served_links(client, version, headers)).items():
+        if rancher_version(rancher[type_id], version) is None:
+            continue  # a type this version lacks: its "type" difference says so
         out.extend(link_differences(version, type_id, rancher, links, link_targets(served)))
     return sorted(out)
