@@ -96,38 +96,6 @@ class InlineEngine:
                 run_sql(raw, "ROLLBACK")
             raise
 
-    @contextlib.asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[InlineConnection]:
-        """One write transaction of a group (``batches.GroupCommit``): a savepoint in the
-        database transaction the group shares, begun by its first member. A member that fails
-        is undone alone; ``commit()`` makes the group's writes durable."""
-        if self._writer is None:
-            self._writer = self._open()
-        conn = self._writer
-        raw = conn.dbapi
-        if not raw.in_transaction:
-            run_sql(raw, "BEGIN IMMEDIATE")
-        run_sql(raw, "SAVEPOINT corral_write")
-        try:
-            yield conn
-        except BaseException:
-            run_sql(raw, "ROLLBACK TO corral_write")
-            run_sql(raw, "RELEASE corral_write")
-            raise
-        run_sql(raw, "RELEASE corral_write")
-
-    def commit(self) -> None:
-        """Commit the group's transaction; on failure it is rolled back and the error raised."""
-        if self._writer is None or not self._writer.dbapi.in_transaction:
-            return
-        raw = self._writer.dbapi
-        try:
-            run_sql(raw, "COMMIT")
-        except BaseException:
-            if raw.in_transaction:
-                run_sql(raw, "ROLLBACK")
-            raise
-
     async def dispose(self) -> None:
         for conn in (self._reader, self._writer):
             if conn is not None:

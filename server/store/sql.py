@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +26,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.store import statements as sql
 from server.store import tables
-from server.store.batches import GroupCommit
 from server.store.inline import Conn, Engine, InlineEngine, OwnerLock
 from server.store.interface import (
     SYSTEM,
@@ -86,9 +86,8 @@ class SqlStore:
     change-log entries of each commit, once committed. Transactions run as tasks of
     their own, shielded from the caller: a request handler cancelled mid-write can neither
     leave a transaction (and SQLite's write lock) half-done nor lose the write. SQLite allows
-    one writer at a time, so its transactions queue in this process rather than spinning on
-    the database's busy timeout, and those ready together commit together
-    (``batches.GroupCommit``).
+    one writer at a time, so its transactions also queue on an in-process lock rather than
+    spinning on the database's busy timeout.
     """
 
     def __init__(self, engine: Engine, on_change: ChangeListener | None = None,
@@ -99,8 +98,7 @@ class SqlStore:
         self._postgres = self.dialect == "postgresql"
         self._on_change = on_change
         self._on_commit = on_commit
-        # SQLite: one writer at a time, commits grouped; PostgreSQL: concurrent transactions.
-        self._group = GroupCommit(engine) if isinstance(engine, InlineEngine) else None
+        self._write_lock = asyncio.Lock()
         self._writes: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -274,12 +272,12 @@ class SqlStore:
         caller; ``after`` hears of the outcome once committed, even if the caller left."""
 
         async def transaction() -> W:
-            if self._group is not None:
-                return await self._group.run(work, after)
-            async with self._writer.begin() as conn:
-                result = await work(conn)
-            if after is not None:
-                after(result)
+            lock = self._write_lock if not self._postgres else contextlib.nullcontext()
+            async with lock:
+                async with self._writer.begin() as conn:
+                    result = await work(conn)
+                if after is not None:
+                    after(result)
             return result
 
         task: asyncio.Task[W] = asyncio.ensure_future(transaction())
