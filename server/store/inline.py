@@ -53,9 +53,10 @@ class InlineEngine:
     """An ``AsyncEngine`` look-alike over a synchronous engine, for the SQL store.
 
     It keeps two connections open for its whole life, both in SQLite's autocommit mode: one
-    for reads (each a single statement, so each sees the latest commit) and one for writes,
-    whose transactions it begins and ends itself: ``begin()`` is BEGIN IMMEDIATE (the write
-    lock at once, so two processes never both read and then fail to upgrade) to COMMIT. The
+    for reads (each a single statement, atomic by itself, so each sees the latest commit) and
+    one for writes, whose transactions it begins and ends itself: ``begin()`` is a write
+    transaction, BEGIN IMMEDIATE (the write lock at once, so two processes never both read
+    and then fail to upgrade) to COMMIT. The
     store runs one write transaction at a time, so neither connection is ever shared by two
     tasks at once."""
 
@@ -67,9 +68,6 @@ class InlineEngine:
         self._direct = DirectStatements(engine.dialect, direct)
         self._reader: InlineConnection | None = None
         self._writer: InlineConnection | None = None
-
-    def execution_options(self, **_options: Any) -> InlineEngine:
-        return self  # the only option the store gives marks writes; begin() is for writes
 
     def _open(self) -> InlineConnection:
         conn = self.sync_engine.connect().execution_options(isolation_level="AUTOCOMMIT")

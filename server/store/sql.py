@@ -56,7 +56,7 @@ W = TypeVar("W")
 
 
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
-    # Transactions are begun by _on_sqlite_begin, not by the driver's guesswork.
+    # Transactions are begun by InlineEngine.begin, not by the driver's guesswork.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     # WAL lets readers proceed during a write; NORMAL sync is durable across process crashes.
@@ -69,14 +69,6 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # LIKE (and so the prefix filter) compares case as PostgreSQL does.
     cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.close()
-
-
-def _on_sqlite_begin(conn: Any) -> None:
-    # A write takes the database's write lock at BEGIN, so two processes never both read and
-    # then fail to upgrade to writing. A read is one statement, atomic by itself: it begins
-    # nothing, which saves a round trip to the database thread.
-    if conn.get_execution_options().get("corral_write", False):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class SqlStore:
@@ -93,7 +85,6 @@ class SqlStore:
     def __init__(self, engine: Engine, on_change: ChangeListener | None = None,
                  on_commit: CommitListener | None = None) -> None:
         self._engine = engine
-        self._writer = engine.execution_options(corral_write=True)
         self.dialect = engine.dialect.name
         self._postgres = self.dialect == "postgresql"
         self._on_change = on_change
@@ -127,12 +118,11 @@ class SqlStore:
                 sync = create_engine(driver_url.replace("+aiosqlite", "", 1),
                                      pool_reset_on_return=None)
                 event.listen(sync, "connect", _on_sqlite_connect)
-                event.listen(sync, "begin", _on_sqlite_begin)
                 engine = InlineEngine(sync, sql.DIRECT, lock)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreUnavailable(f"cannot use the database {printable(url)}: {exc}") from None
         try:
-            async with engine.execution_options(corral_write=True).begin() as conn:
+            async with engine.begin() as conn:
                 if schema is not None:
                     # Under the migrations' lock: IF NOT EXISTS does not hold against a
                     # second server creating the same schema at the same moment.
@@ -274,7 +264,7 @@ class SqlStore:
         async def transaction() -> W:
             lock = self._write_lock if not self._postgres else contextlib.nullcontext()
             async with lock:
-                async with self._writer.begin() as conn:
+                async with self._engine.begin() as conn:
                     result = await work(conn)
                 if after is not None:
                     after(result)

@@ -13,6 +13,7 @@ import pytest
 from server.engine import ipam
 from server.engine.ipam import Pool, PoolExhausted
 from server.store import Transaction
+from server.store.interface import StoreUnavailable
 from server.store.sql import SqlStore, sqlite_url
 
 NET = 7
@@ -120,9 +121,11 @@ async def test_concurrent_creates_never_share_an_address(store: SqlStore) -> Non
 
 
 async def test_two_server_processes_on_one_database_never_share_a_subnet(
-        store: SqlStore, database: str | None) -> None:
-    if database is None:
-        pytest.skip("one server process owns a SQLite database")
+        store: SqlStore, database: str | None, tmp_path: Path) -> None:
+    if database is None:  # SQLite has one owner: a second server cannot even open it
+        with pytest.raises(StoreUnavailable, match="in use by another corral-server"):
+            await SqlStore.open(sqlite_url(tmp_path))
+        return
     other = await SqlStore.open(database)
     try:
         got = await asyncio.gather(*(subnet_of(store if host % 2 else other, host)
