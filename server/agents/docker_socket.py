@@ -16,14 +16,12 @@ authorization as the others, and each connection is logged at INFO.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from aiohttp import WSMsgType, web
 
 from server.agents.session import ServerStream
-from server.agents.streams import MAX_CLIENT_FRAME, Ticket
+from server.agents.streams import MAX_CLIENT_FRAME, Ending, Ticket, relay
 from server.api.errors import Unauthorized, Unavailable
 from server.api.handlers import SERVICES
 from shared import protocol
@@ -35,7 +33,6 @@ INSTRUCTION = "host.dockersocket"
 # waits for the exit on a second connection); short, since the ticket is root on the host.
 DOCKER_SOCKET_SECONDS = 900.0
 BAD_GATEWAY = 1014  # RFC 6455's registry: the server's upstream (here, the engine) failed
-RESULT_WAIT = 10.0
 
 log = logging.getLogger("corral.docker_socket")
 
@@ -65,30 +62,9 @@ async def docker_socket(request: web.Request) -> web.StreamResponse:
     log.info("host %s: its Docker socket opened for %s (stream %s)", ticket.resource_id,
              request.remote, stream.id)
     with services.sockets.holding(ws):
-        await _relay(ws, stream)
+        await relay(ws, stream, _client_to_engine(ws, stream), _engine_to_client(ws, stream),
+                    _outcome)
     return ws
-
-
-async def _relay(ws: web.WebSocketResponse, stream: ServerStream) -> None:
-    inbound = asyncio.create_task(_client_to_engine(ws, stream))
-    outbound = asyncio.create_task(_engine_to_client(ws, stream))
-    try:
-        await asyncio.wait({inbound, outbound}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stream.close()
-        inbound.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await inbound
-    if ws.closed:  # the client left (or the server is shutting down): nothing to tell it
-        outbound.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await outbound
-        return
-    code, reason = await _outcome(stream, outbound)
-    try:
-        await ws.close(code=code, message=protocol.close_reason(reason))
-    except (ConnectionError, RuntimeError) as exc:
-        log.debug("docker socket %s: its client already went away: %s", stream.id, exc)
 
 
 async def _client_to_engine(ws: web.WebSocketResponse, stream: ServerStream) -> None:
@@ -111,18 +87,11 @@ async def _engine_to_client(ws: web.WebSocketResponse, stream: ServerStream) -> 
         log.debug("docker socket %s: its client went away: %s", stream.id, exc)
 
 
-async def _outcome(stream: ServerStream, outbound: asyncio.Task[None]) -> tuple[int, str]:
-    """The close once the agent's side ended: normal when the engine closed the connection,
-    1014 with the agent's reason when it could not reach the engine."""
-    try:
-        await asyncio.wait_for(outbound, RESULT_WAIT)
-        await asyncio.wait_for(stream.result, RESULT_WAIT)
-    except InstructionError as exc:
-        return BAD_GATEWAY, str(exc) or "the Docker engine could not be reached"
-    except TimeoutError:
+def _outcome(ending: Ending) -> tuple[int, str]:
+    """Normal when the engine closed the connection, 1014 with the agent's reason when it
+    could not reach the engine."""
+    if isinstance(ending, InstructionError):
+        return BAD_GATEWAY, str(ending) or "the Docker engine could not be reached"
+    if isinstance(ending, TimeoutError):
         return BAD_GATEWAY, "the host's agent did not end the connection cleanly"
-    finally:
-        outbound.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await outbound
     return protocol.CloseCode.NORMAL, "the Docker engine closed the connection"

@@ -17,6 +17,7 @@ import binascii
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -150,7 +151,7 @@ async def _client_to_agent(ws: web.WebSocketResponse, stream: ServerStream) -> N
                 else:
                     await stream.write(parse_input(text))
         except ClientFrameError as exc:
-            await _close_quietly(ws, CloseCode.INVALID_MESSAGE, str(exc))
+            await close_quietly(ws, CloseCode.INVALID_MESSAGE, str(exc))
             return
         except HostNotConnected:
             return  # the agent went away: its end of the stream ends it
@@ -186,46 +187,65 @@ async def _relay(ws: web.WebSocketResponse, services: Services,
                                                    "container", ticket.resource_id,
                                                    ticket.data)
     except HostNotConnected as exc:
-        await _close_quietly(ws, 1011, str(exc))
+        await close_quietly(ws, 1011, str(exc))
         return ws
-    inbound = asyncio.create_task(_client_to_agent(ws, stream))
-    outbound = asyncio.create_task(_agent_to_client(
-        ws, stream, as_base64=ticket.instruction == "instance.exec"))
-    try:
-        await asyncio.wait({inbound, outbound}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stream.close()
-        inbound.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await inbound
-    if ws.closed:  # the client left, or was refused a frame: nothing more to tell it
-        outbound.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await outbound
-        return ws
-    reason = await _outcome(stream, outbound)
-    await _close_quietly(ws, 1000, reason)
+    await relay(ws, stream, _client_to_agent(ws, stream),
+                _agent_to_client(ws, stream, as_base64=ticket.instruction == "instance.exec"),
+                _outcome)
     return ws
 
 
-async def _outcome(stream: ServerStream, outbound: asyncio.Task[None]) -> str:
-    """The reason to close with once the agent's side ended: the exit code when it has one."""
-    reason = "stream ended"
+# How a stream's socket closes, from how the agent ended the stream: its reply, its error, or
+# no end within RESULT_WAIT.
+Ending = dict[str, Any] | InstructionError | TimeoutError
+Outcome = Callable[[Ending], tuple[int, str]]
+RESULT_WAIT = 10.0
+
+
+async def relay(ws: web.WebSocketResponse, stream: ServerStream,
+                inbound: Coroutine[Any, Any, None], outbound: Coroutine[Any, Any, None],
+                outcome: Outcome) -> None:
+    """Run a stream's two halves (client to agent, agent to client) until either ends; then
+    close the stream and, unless the client is gone, close its socket as ``outcome`` says of
+    how the agent's side ended."""
+    inbound_task = asyncio.create_task(inbound)
+    outbound_task = asyncio.create_task(outbound)
     try:
-        await asyncio.wait_for(outbound, 10)
-        result = await asyncio.wait_for(stream.result, 10)
-        if result.get("exitCode") is not None:
-            reason = f"exit code {result['exitCode']}"
-    except (InstructionError, TimeoutError) as exc:
-        reason = str(exc) or "the stream did not end cleanly"
+        await asyncio.wait({inbound_task, outbound_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        outbound.cancel()
+        stream.close()
+        inbound_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await outbound
-    return reason
+            await inbound_task
+    if ws.closed:  # the client left, or was refused a frame: nothing more to tell it
+        outbound_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await outbound_task
+        return
+    ending: Ending
+    try:
+        await asyncio.wait_for(outbound_task, RESULT_WAIT)
+        ending = await asyncio.wait_for(stream.result, RESULT_WAIT)
+    except (InstructionError, TimeoutError) as exc:
+        ending = exc
+    finally:
+        outbound_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await outbound_task
+    code, reason = outcome(ending)
+    await close_quietly(ws, code, reason)
 
 
-async def _close_quietly(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+def _outcome(ending: Ending) -> tuple[int, str]:
+    """A stream closes normally, with the exit code when it has one."""
+    if isinstance(ending, Exception):
+        return CloseCode.NORMAL, str(ending) or "the stream did not end cleanly"
+    if ending.get("exitCode") is not None:
+        return CloseCode.NORMAL, f"exit code {ending['exitCode']}"
+    return CloseCode.NORMAL, "stream ended"
+
+
+async def close_quietly(ws: web.WebSocketResponse, code: int, reason: str) -> None:
     """Close the client's socket; a client already gone is no error."""
     try:
         await ws.close(code=code, message=protocol.close_reason(reason))
