@@ -56,8 +56,12 @@ build() {
     mkdir -p "$root/bin" "$root/etc" "$root/root" "$root/tmp" "$root/var/www"
     chmod 1777 "$root/tmp"
     cp "$busybox" "$root/bin/busybox"
+    # The list is read once: `busybox --list | grep -q` fails under pipefail whenever grep exits
+    # before busybox has written everything (SIGPIPE).
+    local list
+    list=$("$busybox" --list)
     for a in $applets; do
-        "$busybox" --list | grep -qx "$a" || die "$busybox has no '$a' applet"
+        grep -qx "$a" <<<"$list" || die "$busybox has no '$a' applet"
         ln -s busybox "$root/bin/$a"
     done
     # So that `id`, `ps` and `--user nobody` resolve names.
