@@ -19,6 +19,8 @@ from agent.facts import FactsSource
 from agent.handlers import HANDLERS, STREAMING
 from agent.host_facts import parse_labels
 from agent.logs import log, set_host
+from agent.network import Overlay, SubprocessRunner
+from agent.network.manager import NetworkManager
 from agent.registration import RegistrationError, parse_registration_url, register
 from agent.runtime import DockerRuntime
 from agent.state import Credentials, StateDir, StateError
@@ -49,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help=f"where the host key and credentials live ({DEFAULT_STATE_DIR})")
     parser.add_argument("--agent-ip", help="address other hosts and users reach this host at "
-                                           "(default: the address the server sees)")
+                                           "(default: detected, the source address of the "
+                                           "route to the server, or of the default route "
+                                           "when the server is on this host)")
     parser.add_argument("--labels", help="host labels, 'a=b&c=d'")
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--log-level", default="INFO",
@@ -105,20 +109,32 @@ async def run(config: AgentConfig) -> None:
         return
     labels = config.labels if config.labels is not None else credentials.labels
     runtime = DockerRuntime.from_env(config.docker_env)
+    network = NetworkManager(Overlay(SubprocessRunner(config.docker_env)))
     try:
-        facts = FactsSource(runtime, labels, config.agent_ip or credentials.agent_ip)
-        dispatcher = Dispatcher(HANDLERS, runtime, facts, streaming=STREAMING)
+        facts = FactsSource(runtime, labels, config.agent_ip or credentials.agent_ip,
+                            server_url=credentials.server_url,  # else detected
+                            instructions=HANDLERS)
+        dispatcher = Dispatcher(HANDLERS, runtime, facts, streaming=STREAMING,
+                                network=network)
         connection = AgentConnection(credentials, facts, dispatcher, runtime)
         main = asyncio.current_task()
         assert main is not None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, main.cancel)
+        network.start()
         try:
             await connection.run()
         except asyncio.CancelledError:
             log.info("stopping")
+        except AgentExit as exc:
+            # Only a removed host loses its overlay: after a restart or any other exit its
+            # containers must stay reachable.
+            if exc.host_removed:
+                await network.teardown()
+            raise
     finally:
+        await network.stop()
         await asyncio.to_thread(runtime.close)
 
 

@@ -39,7 +39,13 @@ VERSION = "0.1.0"
 
 
 class AgentExit(Exception):
-    """The agent must stop; the message is the one line to show."""
+    """The agent must stop; the message is the one line to show. ``host_removed`` says the
+    server removed this host, so that the agent also removes what it set up on it (a restart
+    or any other exit keeps it, for the containers' sake)."""
+
+    def __init__(self, message: str, *, host_removed: bool = False) -> None:
+        super().__init__(message)
+        self.host_removed = host_removed
 
 
 def process_exception(exc: Exception) -> Exception | None:
@@ -63,7 +69,8 @@ def process_exception(exc: Exception) -> Exception | None:
 
 def _final_close(code: int | None, reason: str) -> AgentExit | None:
     if code == CloseCode.HOST_REMOVED:
-        return AgentExit("this host was removed from Corral; register it again to bring it back")
+        return AgentExit("this host was removed from Corral; register it again to bring it back",
+                         host_removed=True)
     if code == CloseCode.SUPERSEDED:
         return AgentExit("another agent connected for this host; this one stops")
     if code == CloseCode.INVALID_MESSAGE:

@@ -4,7 +4,8 @@ shapes Docker uses. Pure: no docker import, no I/O.
 * :func:`create_params` turns a container spec (``shared.containers.ContainerSpec``) into
   docker-py's low-level ``create_container`` keyword arguments, with the ``host_config`` as
   the keyword arguments of ``create_host_config`` (that call needs the engine's API version,
-  so the runtime makes it).
+  so the runtime makes it). A container on the ``managed`` network joins the Docker network
+  the overlay made (``agent.network.config.NETWORK``), at its fixed address if it has one.
 * :func:`state_summary` turns an inspect answer into the contract's ``ContainerState``, and
   :func:`stats_summary` a ``docker stats`` sample into a ``StatsSample``: the runtime calls
   them, so Docker's dictionaries never leave ``agent.runtime``.
@@ -17,17 +18,20 @@ A spec that cannot be turned into a container raises InstructionError with code 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agent.network.config import NETWORK
 from shared.containers import ContainerSpec, ContainerState, ContainerStatus, Mount, PortBinding
 from shared.errors import ErrorCode, InstructionError
 from shared.instructions import StatsSample
 
 __all__ = [
     "MANAGED_LABEL",
+    "MANAGED_NETWORK_MODE",
     "UUID_LABEL",
     "PullProgress",
     "create_params",
@@ -38,6 +42,8 @@ __all__ = [
 _ANONYMOUS = re.compile(r"[0-9a-f]{64}")
 UUID_LABEL = "io.rancher.container.uuid"
 MANAGED_LABEL = "io.corral.managed"
+MANAGED_NETWORK_MODE = "managed"
+"""The spec's ``networkMode`` for the host's overlay network (Docker network ``NETWORK``)."""
 _NEVER = "0001-01-01T00:00:00Z"
 
 
@@ -48,8 +54,15 @@ def create_params(spec: ContainerSpec, host_ip: str | None) -> dict[str, Any]:
     Published ports bind to the port's ``hostIp``, else ``host_ip`` (the agent's IP), else every
     interface; a null ``hostPort`` lets Docker pick one. Named volumes become binds
     (``name:/dest:mode``); anonymous ones only declare their destination (their mode is Docker's
-    default, read-write). Like ``docker run``, host networking drops published ports. A spec
-    Docker cannot take (volumes of several drivers) is InstructionError ``invalidData``.
+    default, read-write). Like ``docker run``, host networking drops published ports.
+
+    Network mode ``managed`` becomes the Docker network ``NETWORK`` (a user-defined bridge, so
+    published ports work as on the default bridge), and ``networking_config`` (the JSON of
+    docker-py's ``create_networking_config``, passed on unchanged) attaches the container at
+    ``ip_address``; without one Docker picks an address of the network's subnet.
+
+    A spec Docker cannot take (volumes of several drivers, a fixed address that is not IPv4 or
+    not on the managed network) is InstructionError ``invalidData``.
     """
     labels = dict(spec.labels)
     labels.update({UUID_LABEL: spec.uuid, MANAGED_LABEL: "true"})
@@ -90,7 +103,8 @@ def create_params(spec: ContainerSpec, host_ip: str | None) -> dict[str, Any]:
         "binds": binds or None,
         "port_bindings": (port_bindings or None) if spec.network_mode != "host" else None,
         "volumes_from": list(spec.volumes_from) or None,
-        "network_mode": spec.network_mode,
+        "network_mode": NETWORK if spec.network_mode == MANAGED_NETWORK_MODE
+        else spec.network_mode,
         "dns": list(spec.dns) or None,
         "dns_search": list(spec.dns_search) or None,
         "restart_policy": None if restart is None else {
@@ -133,7 +147,26 @@ def create_params(spec: ContainerSpec, host_ip: str | None) -> dict[str, Any]:
         "tty": spec.tty,
         "stdin_open": spec.stdin_open,
         "host_config": host_config,
+        "networking_config": _networking_config(spec),
     }
+
+
+def _networking_config(spec: ContainerSpec) -> dict[str, Any] | None:
+    """The endpoint on the managed network at the spec's fixed address (None: nothing to ask)."""
+    if spec.ip_address is None:
+        return None
+    if spec.network_mode != MANAGED_NETWORK_MODE:
+        raise InstructionError(
+            f"container {spec.uuid} asks for IP address {spec.ip_address} with network mode "
+            f"{spec.network_mode or 'bridge'}; a fixed address is only possible on the "
+            f"{MANAGED_NETWORK_MODE} network.", ErrorCode.INVALID_DATA)
+    try:
+        address = ipaddress.IPv4Address(spec.ip_address)
+    except ValueError:
+        raise InstructionError(
+            f"container {spec.uuid} asks for IP address {spec.ip_address!r}, which is not an "
+            "IPv4 address.", ErrorCode.INVALID_DATA) from None
+    return {"EndpointsConfig": {NETWORK: {"IPAMConfig": {"IPv4Address": str(address)}}}}
 
 
 def state_summary(inspect: Mapping[str, Any]) -> ContainerState:
@@ -295,10 +328,15 @@ class PullProgress:
 
 
 def _ip_address(network: Mapping[str, Any]) -> str | None:
-    """The bridge address, else the first network's (user-defined networks leave the top empty)."""
+    """The managed network's address, else the bridge's, else the first network's
+    (user-defined networks leave the top-level ``IPAddress`` empty)."""
+    networks = network.get("Networks") or {}
+    managed = networks.get(NETWORK) or {}
+    if managed.get("IPAddress"):
+        return str(managed["IPAddress"])
     if network.get("IPAddress"):
         return str(network["IPAddress"])
-    for attached in (network.get("Networks") or {}).values():
+    for attached in networks.values():
         if attached and attached.get("IPAddress"):
             return str(attached["IPAddress"])
     return None

@@ -45,6 +45,7 @@ from typing import Protocol
 
 from agent.facts import FactsSource
 from agent.logs import log
+from agent.network.manager import NetworkService, NoNetwork
 from agent.runtime import ContainerRuntime
 from shared import protocol
 from shared.errors import ErrorCode, InstructionError
@@ -65,7 +66,8 @@ def new_inbox() -> asyncio.Queue[StreamInput]:
 
 @dataclass
 class InstructionContext:
-    """What a handler may use: the runtime, the host facts, and a way to report progress."""
+    """What a handler may use: the runtime, the host facts, the managed network, and a way to
+    report progress."""
 
     request: protocol.Request
     runtime: ContainerRuntime
@@ -73,6 +75,7 @@ class InstructionContext:
     send: Send
     # What the server sends on an open stream (input, resize, close), for stream handlers.
     inbox: asyncio.Queue[StreamInput] = field(default_factory=new_inbox)
+    network: NetworkService = field(default_factory=NoNetwork)
 
     async def progress(self, message: str, percent: int | None = None) -> None:
         await self.send(protocol.Progress(request_id=self.request.id, message=message,
@@ -117,8 +120,10 @@ class _Job:
 class Dispatcher:
     def __init__(self, handlers: Mapping[str, Handler], runtime: ContainerRuntime,
                  facts: FactsSource, max_concurrent: int = 32,
-                 streaming: frozenset[str] = frozenset()) -> None:
+                 streaming: frozenset[str] = frozenset(),
+                 network: NetworkService | None = None) -> None:
         self._handlers = handlers
+        self._network = network or NoNetwork()
         # Streams (logs, exec) last as long as someone watches: they take no per-resource
         # turn and no timeout, and get what the server sends on them through their inbox.
         self._streaming = streaming
@@ -327,7 +332,7 @@ class Dispatcher:
                                        f"{request.name!r}; upgrade it",
                                        ErrorCode.UNKNOWN_INSTRUCTION)
             ctx = InstructionContext(request, self._runtime, self._facts, send,
-                                     inbox or new_inbox())
+                                     inbox or new_inbox(), self._network)
             result = await handler(ctx)
             return protocol.Reply(request_id=request.id, data=result.dump())
         except InstructionError as exc:

@@ -215,7 +215,9 @@ class ContainerSpec:
     binds: tuple[Bind, ...] = ()
     volumes: tuple[VolumeMount, ...] = ()
     volumes_from: tuple[str, ...] = ()
+    # ``managed``: the host's overlay network, at ``ip_address`` (leased by the server).
     network_mode: str | None = None
+    ip_address: str | None = None
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     cap_add: tuple[str, ...] = ()
@@ -264,7 +266,7 @@ class ContainerSpec:
             binds=f.nested_list("binds", Bind.read),
             volumes=f.nested_list("volumes", VolumeMount.read),
             volumes_from=f.texts("volumesFrom"), network_mode=f.opt_text("networkMode"),
-            dns=f.texts("dns"), dns_search=f.texts("dnsSearch"),
+            ip_address=f.opt_text("ipAddress"), dns=f.texts("dns"), dns_search=f.texts("dnsSearch"),
             cap_add=f.texts("capAdd"), cap_drop=f.texts("capDrop"),
             extra_hosts=extra_hosts,
             restart_policy=f.opt_nested("restartPolicy", RestartPolicy.read),
@@ -292,6 +294,7 @@ class ContainerSpec:
             "ports": [p.dump() for p in self.ports], "expose": [p.dump() for p in self.expose],
             "binds": [b.dump() for b in self.binds], "volumes": [v.dump() for v in self.volumes],
             "volumesFrom": list(self.volumes_from), "networkMode": self.network_mode,
+            "ipAddress": self.ip_address,
             "dns": list(self.dns), "dnsSearch": list(self.dns_search),
             "capAdd": list(self.cap_add), "capDrop": list(self.cap_drop),
             "extraHosts": (dict(self.extra_hosts) if isinstance(self.extra_hosts, dict)

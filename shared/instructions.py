@@ -18,6 +18,7 @@ from typing import Any, Protocol, Self
 
 from shared.containers import ContainerSpec, ContainerState
 from shared.fields import Fields, JsonObject, Refuse, invalid_data, protocol_error
+from shared.overlay import NetworkApplied, NetworkApply
 
 
 class Payload(Protocol):
@@ -370,6 +371,7 @@ INSTRUCTIONS: Mapping[str, Instruction] = {
     "instance.logs": Instruction(LogsRequest, NoData, streaming=True),
     "instance.exec": Instruction(ExecRequest, ExecResult, streaming=True),
     "instance.proxy": Instruction(ProxyRequest, NoData, streaming=True),
+    "network.apply": Instruction(NetworkApply, NetworkApplied),
 }
 
 

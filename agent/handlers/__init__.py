@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.dispatcher import Handler
-from agent.handlers import docker_socket, host, instances, proxy, streams, volumes
+from agent.handlers import docker_socket, host, instances, network, proxy, streams, volumes
 
 HANDLERS: Mapping[str, Handler] = {
     "host.inspect": host.inspect,
@@ -19,6 +19,7 @@ HANDLERS: Mapping[str, Handler] = {
     "instance.remove": instances.remove,
     "instance.inspect": instances.inspect,
     "volume.remove": volumes.remove,
+    "network.apply": network.apply,
     "instance.logs": streams.logs,
     "instance.exec": streams.execute,
     "instance.proxy": proxy.proxy,

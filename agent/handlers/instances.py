@@ -33,10 +33,14 @@ from shared.instructions import (
 DEFAULT_STOP_TIMEOUT = 10.0
 PULL_SHARE = 90
 """Percent of an instruction's progress bar the image pull takes; creating takes the rest."""
+MANAGED_NETWORK = "managed"
+MANAGED_NETWORK_WAIT = 30.0
+"""Seconds ``instance.create`` waits for the managed network to be set up on this host."""
 
 
 async def create(ctx: InstructionContext) -> ContainerState:
-    """Create the container of ``data.container`` unless it exists, pulling its image first."""
+    """Create the container of ``data.container`` unless it exists, pulling its image first;
+    one on the managed network waits (a while) for that network to be set up."""
     request = CreateRequest.parse(ctx.request.data)
     spec = request.container
     # The server puts the host's agent IP into each port's hostIp when the user gave none;
@@ -47,6 +51,10 @@ async def create(ctx: InstructionContext) -> ContainerState:
         return existing
     if not await asyncio.to_thread(ctx.runtime.image_present, spec.image):
         await _pull(ctx, spec.image, request.registry_auth)
+    if spec.network_mode == MANAGED_NETWORK:
+        # A container placed right after its host registered may arrive before the host's
+        # first network.apply; waiting after the pull lets the two overlap.
+        await ctx.network.wait_ready(MANAGED_NETWORK_WAIT)
     await ctx.progress(f"creating container from {spec.image}", PULL_SHARE)
     docker_id = await asyncio.to_thread(ctx.runtime.create_container, params)
     return await asyncio.to_thread(ctx.runtime.inspect_container, docker_id)

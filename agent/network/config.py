@@ -11,6 +11,9 @@ from its subnet, so that a host only has to be told its peers' subnets and under
   administered, and the same on every host without asking anyone;
 - the Docker network's gateway is the subnet's ``.1``.
 
+The :class:`Policy` says what may reach this host's containers: rules in the order they are
+tried, each already one (source, destination, port) triple, so that the planner only renders.
+
 Invalid settings raise ``ValueError`` with a sentence naming the value.
 """
 
@@ -18,10 +21,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Any, Protocol
 
 DEFAULT_POOL = IPv4Network("10.42.0.0/16")
 DEFAULT_VNI = 42
@@ -34,6 +37,7 @@ NETWORK = "corral-managed"
 _IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")  # IFNAMSIZ 16, never an option
 _DOCKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _MAX_PREFIX = 30  # room for the device .0, the gateway .1 and one container
+PROTOCOLS = ("tcp", "udp")
 
 
 def vtep_mac(subnet: IPv4Network) -> str:
@@ -119,11 +123,101 @@ class Peer:
         return device_address(self.subnet)
 
 
+def parse_match(text: str, what: str) -> IPv4Network:
+    """An address (``10.42.1.5``, read as ``/32``) or a network a policy rule matches."""
+    try:
+        return IPv4Network(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not an IPv4 address or network.") from None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """Traffic from ``source`` to ``destination`` (on ``protocol`` port ``port``, or any port
+    when it is None) is accepted (``allow``) or dropped."""
+
+    allow: bool
+    source: IPv4Network
+    destination: IPv4Network
+    port: int | None = None
+    protocol: str = "tcp"
+
+    def __post_init__(self) -> None:
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValueError(f"Policy port {self.port} is out of range (1-65535).")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"Policy protocol {self.protocol!r} is not tcp or udp.")
+
+    @property
+    def match(self) -> tuple[IPv4Network, IPv4Network, int | None, str | None]:
+        """What the rule matches, whatever it then does."""
+        return (self.source, self.destination, self.port,
+                None if self.port is None else self.protocol)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What may reach this host's containers: the first rule that matches decides, and
+    ``default_deny`` drops the rest. Replies to allowed connections always pass."""
+
+    rules: tuple[PolicyRule, ...] = ()
+    default_deny: bool = False
+
+    @property
+    def open(self) -> bool:
+        """Whether everything passes, so that there is nothing to program."""
+        return not self.default_deny and all(rule.allow for rule in self.rules)
+
+    @classmethod
+    def of(cls, default_action: str, entries: Iterable[PolicyEntryLike]) -> Policy:
+        """A policy from ``shared.overlay.OverlayPolicy``'s fields: each entry expands into one
+        rule per destination, source and port, in that order."""
+        if default_action not in ("allow", "deny"):
+            raise ValueError(f"Policy default action {default_action!r} is not allow or deny.")
+        rules = []
+        for entry in entries:
+            if entry.action not in ("allow", "deny"):
+                raise ValueError(f"Policy action {entry.action!r} is not allow or deny.")
+            sources = [parse_match(s, "Policy source") for s in entry.sources]
+            ports: list[tuple[int | None, str]] = \
+                [(p.port, p.protocol) for p in entry.ports] or [(None, "tcp")]
+            for destination in entry.destinations:
+                d = parse_match(destination, "Policy destination")
+                rules += [PolicyRule(entry.action == "allow", s, d, port, protocol)
+                          for s in sources for port, protocol in ports]
+        return cls(tuple(rules), default_action == "deny")
+
+
+class PortMatchLike(Protocol):
+    @property
+    def port(self) -> int: ...
+    @property
+    def protocol(self) -> str: ...
+
+
+class PolicyEntryLike(Protocol):
+    """What :meth:`Policy.of` reads of an entry (``shared.overlay.PolicyEntry``)."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def sources(self) -> Sequence[str]: ...
+    @property
+    def destinations(self) -> Sequence[str]: ...
+    @property
+    def ports(self) -> Sequence[PortMatchLike]: ...
+
+
+OPEN = Policy()
+
+
 @dataclass(frozen=True)
 class OverlayConfig:
     """This host's part of the overlay.
 
     ``underlay_device`` None means the interface holding ``underlay_ip``, found when applying.
+    ``policy`` is here rather than beside the peers because it is a setting of this host: it
+    names this host's containers.
     """
 
     underlay_ip: IPv4Address
@@ -136,6 +230,7 @@ class OverlayConfig:
     device: str = DEVICE
     bridge: str = BRIDGE
     network: str = NETWORK
+    policy: Policy = OPEN
 
     def __post_init__(self) -> None:
         _check_types(self, underlay_ip=IPv4Address, subnet=IPv4Network, pool=IPv4Network)
@@ -210,12 +305,16 @@ __all__ = [
     "BRIDGE",
     "DEVICE",
     "NETWORK",
+    "OPEN",
     "OverlayConfig",
     "Peer",
+    "Policy",
+    "PolicyRule",
     "check_peers",
     "device_address",
     "gateway",
     "parse_address",
+    "parse_match",
     "parse_network",
     "vtep_mac",
 ]

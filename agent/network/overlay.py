@@ -1,9 +1,10 @@
 """The host's overlay network programming: read the state, run the plan, verify.
 
 :class:`Overlay` is what the agent calls: ``apply(config, peers)`` whenever the server sends this
-host's subnet and peer list (and again after a dockerd restart: the plan recreates whatever is
-missing), ``teardown()`` when the host is purged. Both serialise on one lock, observe the host,
-run :mod:`agent.network.plan`'s commands in order and check that planning again gives nothing.
+host's subnet, peer list and policy (and again after a dockerd restart: the plan recreates
+whatever is missing), ``teardown()`` when the host is removed. Both serialise on one lock,
+observe the host, run :mod:`agent.network.plan`'s commands in order and check that planning
+again gives nothing.
 
 Commands run through a :class:`Runner`: :class:`SubprocessRunner` executes them with
 ``asyncio.create_subprocess_exec`` (never a shell) in the agent's own network namespace.
@@ -146,15 +147,30 @@ class Overlay:
         return commands
 
     async def teardown(self, *, device: str = DEVICE, network: str = NETWORK) -> list[Command]:
-        """Remove the Docker network (Docker refuses while containers use it), Corral's
-        iptables chains and the VXLAN device; the commands that ran."""
+        """Remove the Docker network, Corral's iptables chains and the VXLAN device; the
+        commands that ran.
+
+        A failing command does not stop the others: Docker refuses to remove a network that
+        containers still use, and the chains and the device must go all the same. The first
+        failure is raised once every command has been tried.
+        """
+        done: list[Command] = []
+        failures: list[CommandFailed] = []
         async with self._lock:
             observed = await observe(self._runner, device=device, network=network)
-            commands = plan_teardown(observed, device=device, network=network)
-            await self._run(commands)
-        if commands:
-            log.info("overlay: removed (%d command(s))", len(commands))
-        return commands
+            for command in plan_teardown(observed, device=device, network=network):
+                try:
+                    await self._run([command])
+                except CommandFailed as exc:
+                    failures.append(exc)
+                else:
+                    done.append(command)
+        if done:
+            log.info("overlay: removed (%d command(s)): %s", len(done),
+                     "; ".join(shlex.join(c) for c in done))
+        if failures:
+            raise failures[0]
+        return done
 
     async def _run(self, commands: list[Command]) -> None:
         for command in commands:

@@ -11,13 +11,21 @@ What each piece is for (shared/recipes/overlay.md):
 - the VXLAN device, without learning: every peer's route, neighbour and FDB entry is static;
 - ``CORRAL-FORWARD``, jumped to from ``DOCKER-USER`` before its ``RETURN``: Docker's FORWARD
   policy is DROP, and flows from the VXLAN into the bridge are not Docker's own;
+- ``CORRAL-POLICY``, only while the policy is not open, jumped to from the top of
+  ``CORRAL-FORWARD`` for everything going out into the bridge: from the VXLAN, and between
+  this host's containers too (br_netfilter makes bridged traffic traverse FORWARD). Its first
+  match decides, so its order matters: a chain that differs in any way is flushed and
+  rewritten rather than patched. An ACCEPT there accepts for the whole FORWARD chain; what
+  RETURNs goes on to CORRAL-FORWARD's own rules;
 - ``CORRAL-NAT``, jumped to from nat ``POSTROUTING``: the Docker network's masquerade is off so
   that peers see containers' real addresses; only traffic leaving the pool is masqueraded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from ipaddress import IPv4Network
 
 from agent.network.config import DEVICE, NETWORK, OverlayConfig, Peer, check_peers
 from agent.network.errors import OverlayError
@@ -27,10 +35,16 @@ Command = tuple[str, ...]
 
 FORWARD_CHAIN = "CORRAL-FORWARD"
 NAT_CHAIN = "CORRAL-NAT"
+POLICY_CHAIN = "CORRAL-POLICY"
 DOCKER_USER = "DOCKER-USER"
 POSTROUTING = "POSTROUTING"
 NETWORK_LABEL = "io.corral.network=managed"
 _RETURN = ("-j", "RETURN")
+VXLAN_OVERHEAD = 50  # outer Ethernet, IPv4, UDP and VXLAN headers
+# Replies to connections the policy let through, and what such connections open (FTP data,
+# ICMP errors), never meet the policy's rules.
+ESTABLISHED = ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
+_ANY = IPv4Network("0.0.0.0/0")
 
 
 def plan(config: OverlayConfig, peers: Iterable[Peer], observed: Observed) -> list[Command]:
@@ -41,11 +55,14 @@ def plan(config: OverlayConfig, peers: Iterable[Peer], observed: Observed) -> li
     """
     checked = check_peers(config, peers)
     underlay = _underlay_device(config, observed)
+    config = fit_mtu(config, observed.link(underlay))
     commands, fresh = _device(config, underlay, observed.link(config.device))
     # A device (re)created by this plan starts with no routes, neighbours or FDB entries.
     current = Observed() if fresh else observed
     commands += _peers(config, checked, current)
-    commands += _chain("filter", observed.filter, FORWARD_CHAIN, forward_rules(config))
+    commands += _chain("filter", observed.filter, FORWARD_CHAIN, forward_rules(config),
+                       unmanaged=policy_jump(config))
+    commands += _policy(config, observed.filter)
     commands += _jump("filter", observed.filter, DOCKER_USER, FORWARD_CHAIN)
     commands += _chain("nat", observed.nat, NAT_CHAIN, nat_rules(config))
     commands += _jump("nat", observed.nat, POSTROUTING, NAT_CHAIN)
@@ -53,18 +70,31 @@ def plan(config: OverlayConfig, peers: Iterable[Peer], observed: Observed) -> li
     return commands
 
 
+def fit_mtu(config: OverlayConfig, underlay: Link | None) -> OverlayConfig:
+    """``config`` with an MTU its underlay can carry: VXLAN adds 50 bytes, and the kernel
+    refuses a VXLAN MTU above the underlay's less those (a cloud network's 1400-byte MTU
+    makes the default 1450 impossible). The configured MTU is the most it may be."""
+    if underlay is None or underlay.mtu <= 0:
+        return config
+    most = underlay.mtu - VXLAN_OVERHEAD
+    return config if config.mtu <= most else dataclasses.replace(config, mtu=max(most, 576))
+
+
 def plan_teardown(observed: Observed, *, device: str = DEVICE,
                   network: str = NETWORK) -> list[Command]:
     """The commands that remove the Docker network, Corral's chains and the VXLAN device
-    (its routes, neighbours and FDB entries go with it)."""
+    (its routes, neighbours and FDB entries go with it). CORRAL-POLICY goes after
+    CORRAL-FORWARD, whose flush removes the only jump to it."""
     commands: list[Command] = []
     if observed.network is not None:
         commands.append(("docker", "network", "rm", network))
     for table, parent, chain in (("filter", DOCKER_USER, FORWARD_CHAIN),
+                                 ("filter", None, POLICY_CHAIN),
                                  ("nat", POSTROUTING, NAT_CHAIN)):
         rules = observed.filter if table == "filter" else observed.nat
-        jumps = sum(rule == ("-j", chain) for rule in rules.rules(parent) or ())
-        commands += [iptables(table, "-D", parent, "-j", chain)] * jumps
+        if parent is not None:
+            jumps = sum(rule == ("-j", chain) for rule in rules.rules(parent) or ())
+            commands += [iptables(table, "-D", parent, "-j", chain)] * jumps
         if rules.rules(chain) is not None:
             commands += [iptables(table, "-F", chain), iptables(table, "-X", chain)]
     if observed.link(device) is not None:
@@ -77,6 +107,37 @@ def forward_rules(config: OverlayConfig) -> tuple[tuple[str, ...], ...]:
     also Docker's own rule; having it here keeps the overlay independent of Docker's version."""
     return (("-i", config.device, "-o", config.bridge, "-j", "ACCEPT"),
             ("-i", config.bridge, "-o", config.device, "-j", "ACCEPT"))
+
+
+def policy_jump(config: OverlayConfig) -> tuple[str, ...]:
+    """The rule of CORRAL-FORWARD that sends what goes into the bridge through the policy."""
+    return ("-o", config.bridge, "-j", POLICY_CHAIN)
+
+
+def policy_rules(config: OverlayConfig) -> tuple[tuple[str, ...], ...]:
+    """The rules of CORRAL-POLICY, in order, as ``iptables -S`` prints them. A rule whose
+    match an earlier one already decides would never be reached, so it is left out."""
+    rules: list[tuple[str, ...]] = [ESTABLISHED]
+    seen: set[object] = set()
+    for rule in config.policy.rules:
+        if rule.match in seen:
+            continue
+        seen.add(rule.match)
+        words: list[str] = []
+        # iptables prints no -s/-d for 0.0.0.0/0.
+        if rule.source != _ANY:
+            words += ["-s", str(rule.source)]
+        if rule.destination != _ANY:
+            words += ["-d", str(rule.destination)]
+        if rule.port is not None:
+            words += ["-p", rule.protocol, "-m", rule.protocol, "--dport", str(rule.port)]
+        words += ["-j", "ACCEPT" if rule.allow else "DROP"]
+        rules.append(tuple(words))
+    if config.policy.default_deny:
+        # Only the managed network's own traffic is policed: a published port, reached from
+        # outside the pool, stays reachable as Rancher's was.
+        rules.append(("-s", str(config.pool), "-d", str(config.subnet), "-j", "DROP"))
+    return tuple(rules)
 
 
 def nat_rules(config: OverlayConfig) -> tuple[tuple[str, ...], ...]:
@@ -181,10 +242,10 @@ def _peers(config: OverlayConfig, peers: list[Peer], observed: Observed) -> list
     return commands
 
 
-def _chain(table: str, observed: Table, chain: str,
-           rules: tuple[tuple[str, ...], ...]) -> list[Command]:
+def _chain(table: str, observed: Table, chain: str, rules: tuple[tuple[str, ...], ...],
+           unmanaged: tuple[str, ...] | None = None) -> list[Command]:
     """Commands that make ``chain`` hold exactly ``rules`` (order among them does not matter:
-    they never contradict each other)."""
+    they never contradict each other), besides any ``unmanaged`` rule another step places."""
     have = observed.rules(chain)
     commands: list[Command] = []
     if have is None:
@@ -192,10 +253,38 @@ def _chain(table: str, observed: Table, chain: str,
         have = ()
     seen: set[tuple[str, ...]] = set()
     for rule in have:
+        if rule == unmanaged:
+            continue
         if rule not in rules or rule in seen:
             commands.append(iptables(table, "-D", chain, *rule))
         seen.add(rule)
     commands += [iptables(table, "-A", chain, *rule) for rule in rules if rule not in have]
+    return commands
+
+
+def _policy(config: OverlayConfig, observed: Table) -> list[Command]:
+    """Commands for CORRAL-POLICY and the one jump to it, first in CORRAL-FORWARD (both gone
+    when the policy is open). Runs after CORRAL-FORWARD exists."""
+    jump = policy_jump(config)
+    at = [i for i, rule in enumerate(observed.rules(FORWARD_CHAIN) or ()) if rule == jump]
+    unjump = [iptables("filter", "-D", FORWARD_CHAIN, *jump)]
+    have = observed.rules(POLICY_CHAIN)
+    if config.policy.open:
+        commands = unjump * len(at)
+        if have is not None:
+            commands += [iptables("filter", "-F", POLICY_CHAIN),
+                         iptables("filter", "-X", POLICY_CHAIN)]
+        return commands
+    rules = policy_rules(config)
+    commands = []
+    if have != rules:
+        # Flushing first leaves the chain empty for a moment (it RETURNs everything); the
+        # jump is inserted only once the chain is whole, for a chain that is new.
+        commands.append(iptables("filter", "-N" if have is None else "-F", POLICY_CHAIN))
+        commands += [iptables("filter", "-A", POLICY_CHAIN, *rule) for rule in rules]
+    if at != [0]:
+        commands += unjump * len(at)
+        commands.append(iptables("filter", "-I", FORWARD_CHAIN, "1", *jump))
     return commands
 
 

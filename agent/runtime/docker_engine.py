@@ -176,6 +176,8 @@ class DockerRuntime:
                 raise InstructionError(f"The container settings are not valid for Docker: "
                                        f"{exc}.", ErrorCode.INVALID_DATA) from exc
             # use_config_proxy=False: never copy proxies from the agent user's ~/.docker.
+            # ``networking_config`` is already the JSON create_networking_config would build
+            # (docker-py sends it as it is), so it goes on with the other kwargs.
             answer = api.create_container(host_config=host_config, use_config_proxy=False,
                                           **kwargs)
             return str(answer["Id"])

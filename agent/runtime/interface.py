@@ -95,7 +95,12 @@ class ContainerRuntime(Protocol):
         ...
 
     def create_container(self, params: Mapping[str, Any]) -> str:
-        """Create a container from :func:`agent.containers.create_params`; its docker id."""
+        """Create a container from :func:`agent.containers.create_params`; its docker id.
+
+        ``params`` are docker-py's ``create_container`` kwargs, except ``host_config``: the
+        kwargs of ``create_host_config``; ``networking_config`` (None or the JSON of
+        ``create_networking_config``) names the networks to join at creation.
+        """
         ...
 
     def start(self, container_id: str) -> None:

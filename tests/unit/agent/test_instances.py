@@ -17,6 +17,7 @@ from agent.containers import MANAGED_LABEL, UUID_LABEL, PullProgress, create_par
 from agent.dispatcher import Dispatcher
 from agent.facts import FactsSource
 from agent.handlers import HANDLERS, STREAMING
+from agent.network.config import NETWORK
 from agent.runtime import RuntimeUnavailable
 from shared import protocol
 from shared.containers import ContainerSpec, ContainerState
@@ -171,6 +172,7 @@ def test_create_params_puts_every_field_of_a_full_spec_in_its_docker_kwarg() -> 
             "device_read_iops": None,
             "device_write_iops": [{"Path": "/dev/sda", "Rate": 50}],
         },
+        "networking_config": None,
     }
 
 
@@ -212,6 +214,47 @@ def test_host_networking_drops_published_ports_like_docker_run() -> None:
     params = params_of(spec(ports=ports, networkMode="host"), None)
     assert params["host_config"]["port_bindings"] is None
     assert params["ports"] == {"80/tcp": {}}
+
+
+def test_a_managed_container_joins_the_overlay_network_at_its_fixed_address() -> None:
+    ports = [{"hostIp": None, "hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]
+    params = params_of(spec(networkMode="managed", ipAddress="10.42.3.9", ports=ports), None)
+    assert params["host_config"]["network_mode"] == NETWORK
+    assert params["networking_config"] == {
+        "EndpointsConfig": {NETWORK: {"IPAMConfig": {"IPv4Address": "10.42.3.9"}}}}
+    # A user-defined bridge publishes ports like the default one.
+    assert params["host_config"]["port_bindings"] == {
+        "80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+
+
+def test_the_networking_config_is_what_docker_py_would_build() -> None:
+    params = params_of(spec(networkMode="managed", ipAddress="10.42.3.9"), None)
+    api = docker.APIClient(version="1.41")
+    assert params["networking_config"] == api.create_networking_config(
+        {NETWORK: api.create_endpoint_config(ipv4_address="10.42.3.9")})
+    config = docker.types.ContainerConfig(
+        "1.41", params["image"], None, networking_config=params["networking_config"])
+    assert config["NetworkingConfig"] == params["networking_config"]
+
+
+def test_a_managed_container_without_an_address_lets_docker_pick_one() -> None:
+    params = params_of(spec(networkMode="managed"), None)
+    assert params["host_config"]["network_mode"] == NETWORK
+    assert params["networking_config"] is None
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    ({"networkMode": "bridge", "ipAddress": "10.42.3.9"},
+     "network mode bridge; a fixed address is only possible on the managed network"),
+    ({"networkMode": None, "ipAddress": "10.42.3.9"}, "network mode bridge"),
+    ({"networkMode": "managed", "ipAddress": "10.42.3.300"}, "is not an IPv4 address"),
+    ({"networkMode": "managed", "ipAddress": "fd00::9"}, "is not an IPv4 address"),
+])
+def test_a_fixed_address_off_the_managed_network_is_invalid_data(
+        overrides: dict[str, Any], words: str) -> None:
+    with pytest.raises(InstructionError, match=words) as caught:
+        params_of(spec(**overrides), None)
+    assert caught.value.code is ErrorCode.INVALID_DATA
 
 
 def test_extra_hosts_may_be_a_map() -> None:
@@ -300,6 +343,20 @@ def test_state_summary_of_a_stopped_container_on_a_user_network() -> None:
     assert summary["ports"] == []
     assert summary["finishedAt"] == "2026-11-27T12:31:21.041673227Z"
     assert (summary["uuid"], summary["labels"]) == (None, {})
+
+
+def test_state_summary_reports_the_managed_networks_address_first() -> None:
+    inspect = inspect_running()
+    inspect["NetworkSettings"]["IPAddress"] = ""
+    inspect["NetworkSettings"]["Networks"] = {"front": {"IPAddress": "10.1.0.4"},
+                                              NETWORK: {"IPAddress": "10.42.3.9"}}
+    assert state_summary(inspect).ip_address == "10.42.3.9"
+    # Also when the container is on the default bridge too, which fills the top level.
+    inspect["NetworkSettings"]["IPAddress"] = "172.17.0.2"
+    assert state_summary(inspect).ip_address == "10.42.3.9"
+    # A managed container not running has an entry without an address.
+    inspect["NetworkSettings"].update(IPAddress="", Networks={NETWORK: {"IPAddress": ""}})
+    assert state_summary(inspect).ip_address is None
 
 
 # pull progress

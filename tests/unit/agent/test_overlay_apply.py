@@ -11,6 +11,7 @@ import pytest
 from agent.network.__main__ import read_description
 from agent.network.errors import CommandFailed, OverlayError
 from agent.network.overlay import Overlay, SubprocessRunner, docker_cli, observe
+from agent.network.plan import policy_jump, policy_rules
 from agent.network.state import (
     FdbEntry,
     Neighbour,
@@ -22,7 +23,7 @@ from agent.network.state import (
     parse_routes,
     parse_table,
 )
-from tests.unit.agent.test_overlay_plan import CONFIG, FRESH_PLAN, P2, P3, FakeHost
+from tests.unit.agent.test_overlay_plan import CONFIG, FRESH_PLAN, P2, P3, WEB, FakeHost
 
 
 async def test_apply_runs_the_plan_and_applying_again_runs_nothing() -> None:
@@ -66,8 +67,26 @@ async def test_teardown_leaves_a_stock_host_and_is_idempotent() -> None:
     overlay = Overlay(host)
     await overlay.apply(CONFIG, [P2, P3])
     assert len(await overlay.teardown()) == 8
+    await overlay.apply(WEB, [P2])
+    assert len(await overlay.teardown()) == 10
     assert host.tables == FakeHost().tables and not host.networks
     assert await overlay.teardown() == []
+
+
+async def test_teardown_goes_on_past_a_network_in_use_and_raises_its_failure_after() -> None:
+    host = FakeHost()
+    await Overlay(host).apply(WEB, [P2])
+
+    class InUse(FakeHost):
+        async def run(self, argv: Sequence[str]) -> str:
+            if tuple(argv[:3]) == ("docker", "network", "rm"):
+                raise CommandFailed(argv, 1, "network corral-managed has active endpoints")
+            return await host.run(argv)
+
+    with pytest.raises(CommandFailed, match="has active endpoints"):
+        await Overlay(InUse()).teardown()
+    assert host.tables == FakeHost().tables and "corral-vx" not in host.links
+    assert "corral-managed" in host.networks
 
 
 async def test_the_first_failing_command_stops_the_plan_and_names_itself() -> None:
@@ -175,6 +194,23 @@ def test_an_iptables_table_parses_into_chains_and_rules() -> None:
     assert table.rules("CORRAL-FORWARD") is None
 
 
+def test_the_policy_chain_as_iptables_prints_it_is_what_the_planner_writes() -> None:
+    """Printed by iptables 1.8.9 (nf_tables) after ``-A`` of the planner's rules, some of
+    them written without /32 or -m tcp."""
+    printed = parse_table(
+        "-N CORRAL-FORWARD\n-N CORRAL-POLICY\n"
+        "-A CORRAL-FORWARD -o corral0 -j CORRAL-POLICY\n"
+        "-A CORRAL-POLICY -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n"
+        "-A CORRAL-POLICY -s 10.42.2.5/32 -d 10.42.1.3/32 -p tcp -m tcp --dport 80 -j ACCEPT\n"
+        "-A CORRAL-POLICY -s 10.42.2.5/32 -d 10.42.1.3/32 -p udp -m udp --dport 53 -j ACCEPT\n"
+        "-A CORRAL-POLICY -s 10.42.3.7/32 -d 10.42.1.3/32 -p tcp -m tcp --dport 80 -j ACCEPT\n"
+        "-A CORRAL-POLICY -s 10.42.3.7/32 -d 10.42.1.3/32 -p udp -m udp --dport 53 -j ACCEPT\n"
+        "-A CORRAL-POLICY -s 10.42.2.0/24 -d 10.42.1.4/32 -j ACCEPT\n"
+        "-A CORRAL-POLICY -s 10.42.0.0/16 -d 10.42.1.0/24 -j DROP\n")
+    assert printed.rules("CORRAL-POLICY") == policy_rules(WEB)
+    assert printed.rules("CORRAL-FORWARD") == (policy_jump(WEB),)
+
+
 def test_unexpected_output_is_an_error_naming_the_command() -> None:
     with pytest.raises(ValueError, match="`ip -4 -j route show` printed something that is not"):
         parse_routes("Device does not exist")
@@ -195,3 +231,16 @@ def test_the_command_line_description_reads_settings_and_peers() -> None:
     assert (config, peers) == (CONFIG, [P2])
     with pytest.raises(ValueError, match="Subnet '' is not an IPv4 network"):
         read_description({"underlayIp": "10.99.0.1"})
+
+
+async def test_an_underlay_with_a_smaller_mtu_gets_a_vxlan_mtu_it_can_carry() -> None:
+    """A cloud network's 1400 bytes cannot carry 1450-byte VXLAN frames: the kernel refuses
+    that MTU, so the device and the Docker network take 1400 less VXLAN's 50 bytes."""
+    host = FakeHost()
+    host.links["eth0"]["mtu"] = 1400
+    commands = await Overlay(host).apply(CONFIG, [P2])
+    created = next(c for c in commands if c[:3] == ("ip", "link", "add"))
+    assert created[created.index("mtu") + 1] == "1350"
+    network = next(c for c in commands if c[:3] == ("docker", "network", "create"))
+    assert "com.docker.network.driver.mtu=1350" in network
+    assert await Overlay(host).pending(CONFIG, [P2]) == []

@@ -1,5 +1,6 @@
-"""The overlay planner: golden command lists for each change, and convergence in one plan
-(applying a plan and planning again gives nothing), checked on a simulated host."""
+"""The overlay planner: golden command lists for each change (peers, chains, the policy), and
+convergence in one plan (applying a plan and planning again gives nothing), checked on a
+simulated host."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.network.config import OverlayConfig, Peer, check_peers, vtep_mac
+from agent.network.config import OverlayConfig, Peer, Policy, PolicyRule, check_peers, vtep_mac
 from agent.network.errors import CommandFailed, OverlayError
 from agent.network.plan import Command, plan, plan_teardown
 from agent.network.state import (
@@ -27,6 +28,7 @@ from agent.network.state import (
     parse_routes,
     parse_table,
 )
+from shared.overlay import PolicyEntry, PortMatch
 
 CONFIG = OverlayConfig.of("10.99.0.1", "10.42.1.0/24")
 P2 = Peer.of("10.42.2.0/24", "10.99.0.2")
@@ -533,6 +535,157 @@ def test_teardown_removes_the_network_the_chains_and_the_device() -> None:
     assert plan_teardown(host.observed()) == []
 
 
+# the policy
+
+
+def entry(action: str, sources: Sequence[str], destinations: Sequence[str],
+          ports: Sequence[tuple[int, str]] = ()) -> PolicyEntry:
+    return PolicyEntry(action, tuple(sources), tuple(destinations),
+                       tuple(PortMatch(port, protocol) for port, protocol in ports))
+
+
+def with_policy(default_action: str, *entries: PolicyEntry) -> OverlayConfig:
+    return OverlayConfig.of("10.99.0.1", "10.42.1.0/24",
+                            policy=Policy.of(default_action, entries))
+
+
+ESTABLISHED = (*IPT_F, "-A", "CORRAL-POLICY", "-m", "conntrack", "--ctstate",
+               "RELATED,ESTABLISHED", "-j", "RETURN")
+POLICY_JUMP = (*IPT_F, "-I", "CORRAL-FORWARD", "1", "-o", "corral0", "-j", "CORRAL-POLICY")
+DENY_THE_REST = (*IPT_F, "-A", "CORRAL-POLICY", "-s", "10.42.0.0/16", "-d", "10.42.1.0/24",
+                 "-j", "DROP")
+DENY = with_policy("deny")
+WEB = with_policy("deny", entry("allow", ["10.42.2.5", "10.42.3.7"], ["10.42.1.3"],
+                                [(80, "tcp"), (53, "udp")]),
+                  entry("allow", ["10.42.2.0/24"], ["10.42.1.4"]))
+
+
+def test_a_deny_policy_jumps_first_from_corral_forward_into_a_chain_ending_in_drop() -> None:
+    host = FakeHost()
+    commands = converge(host, DENY, [P2, P3])
+    assert commands == [*FRESH_PLAN[:12],
+                        (*IPT_F, "-N", "CORRAL-POLICY"), ESTABLISHED, DENY_THE_REST, POLICY_JUMP,
+                        *FRESH_PLAN[12:]]
+    assert host.tables["filter"]["CORRAL-FORWARD"][0] == ("-o", "corral0", "-j",
+                                                          "CORRAL-POLICY")
+
+
+def test_allow_entries_become_one_rule_per_destination_source_and_port_in_order() -> None:
+    host = FakeHost()
+    converge(host, WEB, [P2])
+    assert host.tables["filter"]["CORRAL-POLICY"] == [
+        ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"),
+        ("-s", "10.42.2.5/32", "-d", "10.42.1.3/32", "-p", "tcp", "-m", "tcp", "--dport", "80",
+         "-j", "ACCEPT"),
+        ("-s", "10.42.2.5/32", "-d", "10.42.1.3/32", "-p", "udp", "-m", "udp", "--dport", "53",
+         "-j", "ACCEPT"),
+        ("-s", "10.42.3.7/32", "-d", "10.42.1.3/32", "-p", "tcp", "-m", "tcp", "--dport", "80",
+         "-j", "ACCEPT"),
+        ("-s", "10.42.3.7/32", "-d", "10.42.1.3/32", "-p", "udp", "-m", "udp", "--dport", "53",
+         "-j", "ACCEPT"),
+        ("-s", "10.42.2.0/24", "-d", "10.42.1.4/32", "-j", "ACCEPT"),
+        ("-s", "10.42.0.0/16", "-d", "10.42.1.0/24", "-j", "DROP"),
+    ]
+
+
+def test_deny_entries_under_an_open_default_drop_and_nothing_else() -> None:
+    host = FakeHost()
+    config = with_policy("allow", entry("deny", ["0.0.0.0/0"], ["10.42.1.3"], [(22, "tcp")]),
+                         entry("allow", ["10.42.2.5"], ["10.42.1.3"]))
+    converge(host, config, [])
+    assert host.tables["filter"]["CORRAL-POLICY"][1:] == [
+        ("-d", "10.42.1.3/32", "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "DROP"),
+        ("-s", "10.42.2.5/32", "-d", "10.42.1.3/32", "-j", "ACCEPT"),
+    ]
+
+
+def test_an_only_allowing_policy_is_open_and_programs_nothing() -> None:
+    config = with_policy("allow", entry("allow", ["10.42.2.5"], ["10.42.1.3"]))
+    assert config.policy.open
+    assert plan(config, [P2, P3], FakeHost().observed()) == FRESH_PLAN
+
+
+def test_a_rule_an_earlier_one_decides_is_left_out() -> None:
+    config = with_policy("deny", entry("allow", ["10.42.2.5"], ["10.42.1.3"]),
+                         entry("deny", ["10.42.2.5"], ["10.42.1.3"]),
+                         entry("allow", ["10.42.2.5", "10.42.2.5"], ["10.42.1.3"]))
+    host = FakeHost()
+    converge(host, config, [])
+    assert len(host.tables["filter"]["CORRAL-POLICY"]) == 3
+
+
+def test_reordered_entries_rebuild_the_chain_flushing_it_first() -> None:
+    host = FakeHost()
+    converge(host, WEB, [P2])
+    first, second = WEB.policy.rules[:4], WEB.policy.rules[4:]
+    swapped = OverlayConfig.of("10.99.0.1", "10.42.1.0/24",
+                               policy=Policy(second + first, default_deny=True))
+    commands = converge(host, swapped, [P2])
+    assert commands[0] == (*IPT_F, "-F", "CORRAL-POLICY")
+    assert commands[1] == ESTABLISHED
+    assert commands[2] == (*IPT_F, "-A", "CORRAL-POLICY", "-s", "10.42.2.0/24", "-d",
+                           "10.42.1.4/32", "-j", "ACCEPT")
+    assert len(commands) == 8 and commands[-1] == DENY_THE_REST
+
+
+def test_a_stray_rule_in_the_policy_chain_rebuilds_it() -> None:
+    host = FakeHost()
+    converge(host, DENY, [])
+    host.tables["filter"]["CORRAL-POLICY"].insert(1, ("-j", "ACCEPT"))
+    assert converge(host, DENY, []) == [(*IPT_F, "-F", "CORRAL-POLICY"), ESTABLISHED,
+                                        DENY_THE_REST]
+
+
+def test_a_policy_jump_that_is_not_first_or_not_alone_is_put_back_first() -> None:
+    host = FakeHost()
+    converge(host, DENY, [])
+    forward = host.tables["filter"]["CORRAL-FORWARD"]
+    forward.append(forward.pop(0))
+    forward.append(forward[-1])
+    unjump = (*IPT_F, "-D", "CORRAL-FORWARD", "-o", "corral0", "-j", "CORRAL-POLICY")
+    assert converge(host, DENY, []) == [unjump, unjump, POLICY_JUMP]
+
+
+def test_a_policy_back_to_open_removes_the_jump_and_the_chain() -> None:
+    host, plain = FakeHost(), FakeHost()
+    converge(host, WEB, [P2])
+    assert converge(host, CONFIG, [P2]) == [
+        (*IPT_F, "-D", "CORRAL-FORWARD", "-o", "corral0", "-j", "CORRAL-POLICY"),
+        (*IPT_F, "-F", "CORRAL-POLICY"),
+        (*IPT_F, "-X", "CORRAL-POLICY"),
+    ]
+    converge(plain, CONFIG, [P2])
+    assert host.tables == plain.tables
+
+
+def test_teardown_removes_the_policy_chain_too() -> None:
+    host = FakeHost()
+    converge(host, WEB, [P2])
+    commands = plan_teardown(host.observed())
+    assert commands[3:6] == [(*IPT_F, "-X", "CORRAL-FORWARD"), (*IPT_F, "-F", "CORRAL-POLICY"),
+                             (*IPT_F, "-X", "CORRAL-POLICY")]
+    host.apply(commands)
+    assert host.tables == FakeHost().tables
+
+
+@pytest.mark.parametrize(("default_action", "policy_entry", "message"), [
+    ("block", None, "default action 'block' is not allow or deny"),
+    ("deny", entry("maybe", [], []), "action 'maybe' is not allow or deny"),
+    ("deny", entry("allow", ["10.42.2.300"], ["10.42.1.3"]), "source '10.42.2.300' is not"),
+    ("deny", entry("allow", ["10.42.2.5"], ["10.42.1.3/24"]), "destination '10.42.1.3/24' is"),
+    ("deny", entry("allow", ["10.42.2.5"], ["10.42.1.3"], [(80, "sctp")]), "'sctp' is not tcp"),
+])
+def test_a_policy_that_cannot_be_programmed_is_refused_with_a_sentence(
+        default_action: str, policy_entry: PolicyEntry | None, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Policy.of(default_action, [policy_entry] if policy_entry else [])
+
+
+def test_a_policy_rule_from_text_is_an_address_or_a_network() -> None:
+    rule = Policy.of("deny", [entry("deny", ["10.42.2.0/24"], ["10.42.1.3"])]).rules[0]
+    assert rule == PolicyRule(False, IPv4Network("10.42.2.0/24"), IPv4Network("10.42.1.3/32"))
+
+
 # convergence from any state to any other
 
 SUBNETS = [f"10.42.{i}.0/24" for i in range(2, 8)]
@@ -552,3 +705,24 @@ def test_any_sequence_of_peer_lists_converges_in_one_plan_without_stale_entries(
         assert peer_entries(host) == (
             {str(p.subnet) for p in peers}, {str(p.device_address) for p in peers},
             {(p.vtep_mac, str(p.underlay_ip)) for p in peers})
+
+
+policies = st.lists(st.tuples(
+    st.sampled_from(["allow", "deny"]), st.sampled_from(["10.42.2.5", "10.42.3.0/24"]),
+    st.sampled_from(["10.42.1.3", "10.42.1.4"]), st.sampled_from([None, 80, 443])),
+    max_size=4).flatmap(lambda rules: st.builds(
+        lambda deny: Policy(tuple(PolicyRule(a == "allow", IPv4Network(s), IPv4Network(d), p)
+                                  for a, s, d, p in rules), deny), st.booleans()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(policies, min_size=1, max_size=4))
+def test_any_sequence_of_policies_converges_in_one_plan(sequence: list[Policy]) -> None:
+    host = FakeHost()
+    for policy in sequence:
+        config = OverlayConfig.of("10.99.0.1", "10.42.1.0/24", policy=policy)
+        converge(host, config, [P2])
+        chain = host.tables["filter"].get("CORRAL-POLICY")
+        assert (chain is None) == policy.open
+        jumps = [r for r in host.tables["filter"]["CORRAL-FORWARD"] if "CORRAL-POLICY" in r]
+        assert jumps == ([] if policy.open else [host.tables["filter"]["CORRAL-FORWARD"][0]])

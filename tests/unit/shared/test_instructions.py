@@ -35,6 +35,7 @@ from shared.instructions import (
     VolumeRef,
     parse_reply,
 )
+from shared.overlay import NetworkApplied, NetworkApply
 
 DATA = Path(__file__).parents[2] / "data"
 GOLDEN_DIR = DATA / "instructions"
@@ -56,6 +57,8 @@ GOLDEN: dict[str, type[Payload]] = {
     "host_stats": HostStats,
     "host_inspection": HostInspection,
     "exec_result": ExecResult,
+    "network_apply": NetworkApply,
+    "network_applied": NetworkApplied,
 }
 
 
