@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from server.agents.hub import Hub
     from server.agents.instructions import Instructions
     from server.agents.streams import StreamTickets
+    from server.engine.overlay import OverlayController
     from server.engine.placement import Placer
     from server.engine.reconcile import Reconciler
     from server.engine.registries import RegistryAuth
@@ -45,6 +46,8 @@ class Services:
     reconciler: Reconciler = field(init=False)
     registries: RegistryAuth = field(init=False)
     streams: StreamTickets = field(init=False)
+    # Pushes the managed overlay's desired state to the agents connected here.
+    overlay: OverlayController = field(init=False)
     # Signs the tokens of streams and proxies; its public key is /v1/scripts/api.crt.
     tokens: TokenSigner = field(init=False)
     # Failed authentications per client address: throttled and logged in summary.

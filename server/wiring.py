@@ -14,6 +14,7 @@ from server.api.auth import KeyCache
 from server.bootstrap import FirstStart, bootstrap
 from server.caches import Recent
 from server.config import Settings
+from server.engine.overlay import OverlayController
 from server.engine.placement import Placer
 from server.engine.placement_view import PlacementView
 from server.engine.reconcile import Reconciler
@@ -72,17 +73,20 @@ async def running_services(
     services.reconciler = Reconciler(services)
     services.registries = RegistryAuth(services, registry_cache)
     services.streams = StreamTickets(services.tokens)
+    services.overlay = OverlayController(services)
     try:
         first = await bootstrap(store, settings, server_key)
         await feed.start()
         services.placer.view.start()
         await hub.start()
+        await services.overlay.start()
         # Operations under way when the server stopped carry on once their hosts reconnect.
         await services.runner.resume()
         services.runner.start()
         yield services, first
     finally:
         await services.runner.stop()
+        await services.overlay.stop()
         await services.instructions.progress.stop()
         await hub.stop()
         await services.placer.view.stop()

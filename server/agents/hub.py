@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ class Hub(Protocol):
 
     def connected_hosts(self) -> list[int]: ...
 
+    def session_id(self, host_id: int) -> int | None:
+        """A number that names the host's current session (a new one on every connection),
+        or None without one: how state sent to an agent is known to need sending again."""
+        ...
+
     async def call(self, host_id: int, name: str, resource_type: str, resource_id: str,
                    data: dict[str, Any], timeout: float | None = None,
                    on_progress: ProgressCallback | None = None) -> dict[str, Any]: ...
@@ -77,6 +83,8 @@ class AgentHub:
         self._writing: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._session_ids: dict[int, int] = {}
+        self._attached = itertools.count(1)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -129,6 +137,7 @@ class AgentHub:
             previous.log.info("replaced by a new connection from the same host")
             previous.close_soon(CloseCode.SUPERSEDED, "replaced by a newer connection")
         self._sessions[session.host_id] = session
+        self._session_ids[session.host_id] = next(self._attached)
         self._liveness[session.host_id] = _Liveness(time.monotonic(), True, AgentState.ACTIVE)
         # apply_hello stored ``active``: drop a pending write of an older state, and redo the
         # write if one is in flight right now.
@@ -141,6 +150,7 @@ class AgentHub:
         if self._sessions.get(session.host_id) is not session:
             return
         del self._sessions[session.host_id]
+        self._session_ids.pop(session.host_id, None)
         if self._stopping:
             return
         entry = self._liveness.get(session.host_id)
@@ -154,6 +164,7 @@ class AgentHub:
     async def host_removed(self, host_id: int) -> None:
         self._liveness.pop(host_id, None)
         session = self._sessions.pop(host_id, None)
+        self._session_ids.pop(host_id, None)
         if session is not None:
             session.close_soon(CloseCode.HOST_REMOVED, "host removed")
 
@@ -168,6 +179,9 @@ class AgentHub:
 
     def connected_hosts(self) -> list[int]:
         return list(self._sessions)
+
+    def session_id(self, host_id: int) -> int | None:
+        return self._session_ids.get(host_id)
 
     # --- instructions -------------------------------------------------------------------
 

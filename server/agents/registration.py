@@ -8,6 +8,7 @@ credentials that replace the old ones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 
@@ -23,6 +24,8 @@ from server.api.handlers import SERVICES
 from server.api.throttle import CredentialKind
 from server.api.validation import check_body
 from server.api.web import json_response, origin, read_json
+from server.engine.ipam import PoolExhausted
+from server.engine.overlay import lease_host_subnet
 from server.resources.hosts import HOST
 from server.resources.volumes import create_local_pool
 from server.security import digest, new_access_key, new_secret_key
@@ -70,6 +73,11 @@ async def _host_for_key(store: Store, project_id: int, key_hash: str) -> Record:
                 type="host", kind="docker", state="registering", project_id=project_id,
                 lookup_key=key_hash, data={"agentState": AgentState.REGISTERING.value}))
             await create_local_pool(tx, created)
+            # Its subnet of the managed network, in the transaction that makes it: two hosts
+            # registering at once never get the same one. A full pool leaves it without one,
+            # which the host then shows as its network error.
+            with contextlib.suppress(PoolExhausted):
+                await lease_host_subnet(tx, created)
             return created
 
         try:

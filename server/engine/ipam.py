@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from server.api.types import now_ms
 from server.store import Condition, Conflict, NewRecord, Query, Record, Transaction
+from server.store.interface import Reader
 
 LEASE = "ipLease"
 SUBNET, ADDRESS = "subnet", "address"
@@ -76,8 +77,10 @@ async def _taken(tx: Transaction, network_id: int, kind: str) -> set[str]:
 
 
 async def _take(tx: Transaction, network_id: int, kind: str, candidates: Iterator[str],
-                data: dict[str, int], project_id: int | None, exhausted: str) -> Record:
-    taken = await _taken(tx, network_id, kind)
+                data: dict[str, int], project_id: int | None, exhausted: str,
+                taken: set[str] | None = None) -> Record:
+    if taken is None:
+        taken = await _taken(tx, network_id, kind)
     for value in candidates:
         key = f"{network_id}:{value}"
         if key in taken:
@@ -103,6 +106,24 @@ async def lease_subnet(tx: Transaction, pool: Pool, host_id: int,
     return IPv4Network(lease.name)
 
 
+async def host_subnets(reader: Reader, network_id: int) -> dict[int, IPv4Network]:
+    """Every host's subnet of the network, by host id."""
+    out: dict[int, IPv4Network] = {}
+    offset = 0
+    while True:
+        page = await reader.list(Query(
+            types=[LEASE], conditions=[Condition("lookup_key", "prefix", f"{network_id}:"),
+                                       Condition("kind", "eq", SUBNET)],
+            limit=PAGE, offset=offset))
+        for lease in page:
+            host_id = lease.data.get("hostId")
+            if isinstance(host_id, int) and lease.name and lease.lookup_key is not None:
+                out[host_id] = IPv4Network(lease.name)
+        if len(page) < PAGE:
+            return out
+        offset += PAGE
+
+
 async def host_subnet(tx: Transaction, network_id: int, host_id: int) -> IPv4Network | None:
     for lease in await _leases_of_host(tx, host_id, SUBNET):
         if lease.data.get("networkId") == network_id and lease.name:
@@ -114,13 +135,18 @@ async def lease_address(tx: Transaction, network_id: int, subnet: IPv4Network, h
                         instance_id: int, project_id: int | None = None) -> IPv4Address:
     """An address of the host's subnet for the container: the one it holds, or the first
     free one."""
-    for lease in await _leases_of_host(tx, host_id, ADDRESS):
+    held = await _leases_of_host(tx, host_id, ADDRESS)
+    for lease in held:
         if lease.data.get("instanceId") == instance_id and lease.name:
             return IPv4Address(lease.name)
+    # The subnet is the host's alone, so its addresses are leased to the host's containers
+    # only: reading those (not the whole network's) keeps a lease's cost independent of the
+    # environment's size. A stray lease of the subnet held otherwise is a conflict, skipped.
+    taken = {lease.lookup_key for lease in held if lease.lookup_key is not None}
     candidates = (str(a) for a in host_addresses(subnet))
     lease = await _take(tx, network_id, ADDRESS, candidates,
                         {"hostId": host_id, "instanceId": instance_id}, project_id,
-                        f"the subnet {subnet} has no free address left")
+                        f"the subnet {subnet} has no free address left", taken)
     assert lease.name is not None
     return IPv4Address(lease.name)
 
@@ -134,6 +160,28 @@ async def release_instance(tx: Transaction, host_id: int, instance_id: int) -> i
     return len(leases)
 
 
+async def address_leases(reader: Reader, network_id: int) -> list[Record]:
+    """Every container address the network has leased."""
+    out: list[Record] = []
+    while True:
+        page = await reader.list(Query(
+            types=[LEASE], conditions=[Condition("lookup_key", "prefix", f"{network_id}:"),
+                                       Condition("kind", "eq", ADDRESS)],
+            limit=PAGE, offset=len(out)))
+        out += page
+        if len(page) < PAGE:
+            return out
+
+
+async def release_lease(tx: Transaction, lease_id: int) -> bool:
+    """Give up one lease (if it is still held)."""
+    lease = await tx.get(lease_id)
+    if lease is None or lease.lookup_key is None:
+        return False
+    await _release(tx, lease)
+    return True
+
+
 async def release_host(tx: Transaction, host_id: int) -> int:
     """Give up everything the host holds (a purged host): its subnets and the addresses in
     them; how many leases that was."""
@@ -145,11 +193,15 @@ async def release_host(tx: Transaction, host_id: int) -> int:
 
 
 async def _leases_of_host(tx: Transaction, host_id: int, kind: str) -> list[Record]:
-    return await tx.list(Query(
-        types=[LEASE], conditions=[Condition("hostId", "eq", host_id, "int"),
-                                   Condition("kind", "eq", kind),
-                                   Condition("removed", "null")],
-        limit=PAGE))
+    conditions = [Condition("hostId", "eq", host_id, "int"), Condition("kind", "eq", kind),
+                  Condition("removed", "null")]
+    leases: list[Record] = []
+    while True:  # a host's subnet may hold more than a page of addresses
+        page = await tx.list(Query(types=[LEASE], conditions=conditions, limit=PAGE,
+                                   offset=len(leases)))
+        leases += page
+        if len(page) < PAGE:
+            return leases
 
 
 async def _release(tx: Transaction, lease: Record) -> None:

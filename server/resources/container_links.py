@@ -105,12 +105,22 @@ def ports(record: Record) -> list[dict[str, Any]]:
             for p in entries if isinstance(p, dict)]
 
 
+def primary_address(record: Record) -> str | None:
+    """The container's address: on the managed network the one leased for it (kept while it
+    is stopped, as Rancher's was), otherwise the one Docker last reported."""
+    leased = _spec(record).get("ipAddress")
+    if isinstance(leased, str) and leased:
+        return leased
+    reported = record.data.get("primaryIpAddress")
+    return reported if isinstance(reported, str) and reported else None
+
+
 def nics(record: Record) -> list[dict[str, Any]]:
     """One network interface with the container's address, unless it has no network."""
-    mode = _spec(record).get("networkMode") or "bridge"
+    mode = _spec(record).get("networkMode") or "managed"
     if mode == "none":
         return []
-    address = record.data.get("primaryIpAddress")
+    address = primary_address(record)
     return [{"instanceId": instance_id(record), "deviceNumber": 0, "ipAddress": address,
              "networkMode": mode, "state": "active" if address else "inactive"}]
 
@@ -199,6 +209,6 @@ def docker_inspect(record: Record) -> dict[str, Any] | None:
                        "PublishAllPorts": bool(spec.get("publishAllPorts")),
                        "BlkioWeight": spec.get("blkioWeight") or 0,
                        "RestartPolicy": spec.get("restartPolicy")},
-        "NetworkSettings": {"IPAddress": record.data.get("primaryIpAddress") or "",
+        "NetworkSettings": {"IPAddress": primary_address(record) or "",
                             "Ports": bound},
     }

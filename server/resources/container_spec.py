@@ -53,6 +53,7 @@ MAX_INT64 = 2**63 - 1
 MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262_144  # the kernel's bounds, which Docker enforces
 MAX_UTS_NAME = 64  # the kernel's limit for a hostname or domain name
 RESERVED_LABELS = frozenset({"io.rancher.container.uuid", "io.corral.managed"})
+MANAGED = "managed"  # the network mode of the overlay: the default
 # Rancher sets this label to the container's environment, whatever the client sent.
 ENVIRONMENT_UUID_LABEL = "io.rancher.environment.uuid"
 # List fields where Rancher's converter took one value for a one-element list and a number
@@ -97,6 +98,7 @@ def build_spec(values: Mapping[str, Any], *, uuid: str, name: str | None) -> dic
         "volumes": volumes,
         "volumesFrom": _container_refs(values, "dataVolumesFrom"),
         "networkMode": _network_mode(values),
+        "ipAddress": None,  # leased at placement for the managed network
         "dns": parse_dns(_str_list(values, "dns")),
         "dnsSearch": parse_dns_search(_str_list(values, "dnsSearch")),
         "capAdd": parse_capabilities(_str_list(values, "capAdd"), "capAdd"),
@@ -273,10 +275,10 @@ def _volume_driver(values: Mapping[str, Any]) -> str:
 
 
 def _network_mode(values: Mapping[str, Any]) -> str:
-    mode = _str(values, "networkMode") or "bridge"
-    if mode in ("bridge", "managed"):
-        return "bridge"  # managed: plain bridge until Corral has an overlay network
-    if mode in ("host", "none"):
+    # Rancher's default: the environment's managed overlay, with an address leased at
+    # placement (server.engine.overlay).
+    mode = _str(values, "networkMode") or MANAGED
+    if mode in (MANAGED, "bridge", "host", "none"):
         return mode
     if mode == "container":  # Rancher's form: the container in networkContainerId
         key, target = "networkContainerId", _str(values, "networkContainerId")
@@ -288,7 +290,7 @@ def _network_mode(values: Mapping[str, Any]) -> str:
     else:  # Rancher looks other names up as networks of the environment
         raise invalid("InvalidReference", "networkMode",
                       f"networkMode {mode!r}: no network of that name in this environment "
-                      "(Corral has bridge, managed, host, none and container:<id>)")
+                      "(Corral has managed, bridge, host, none and container:<id>)")
     if not _CONTAINER_REF.fullmatch(target):
         raise invalid("InvalidFormat", key, f"{key}: {target!r} is not a container id")
     return f"container:{target}"

@@ -18,6 +18,8 @@ from server.api.render import iso
 from server.api.schema import Field, Schema, Scope
 from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
+from server.engine import ipam
+from server.engine.overlay import managed_network
 from server.resources.container_fields import CAPABILITY_OPTIONS
 from server.resources.container_lifecycle import (
     CONTAINER_LIFECYCLE,
@@ -29,7 +31,12 @@ from server.resources.container_lifecycle import EMBEDDED as ACTION_INPUTS
 from server.resources.container_lifecycle import (
     ContainerState as ContainerState,  # re-exported: the states are part of the type
 )
-from server.resources.container_links import CONTAINER_LINKS, container_linked, docker_inspect
+from server.resources.container_links import (
+    CONTAINER_LINKS,
+    container_linked,
+    docker_inspect,
+    primary_address,
+)
 from server.resources.container_refs import (
     check_registry_credential,
     placement_hosts,
@@ -37,6 +44,7 @@ from server.resources.container_refs import (
     with_volume_mounts,
 )
 from server.resources.container_spec import (
+    MANAGED,
     PID_MODES,
     build_spec,
     volume_names,
@@ -62,7 +70,7 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "dataVolumeMounts": Field(type="map[reference[volume]]", create=True, filterable=False),
     "volumeDriver": Field(create=True),
     "dataVolumesFrom": Field(type="array[reference[container]]", create=True, filterable=False),
-    "networkMode": Field(create=True, default="bridge"),
+    "networkMode": Field(create=True, default="managed"),
     "dns": Field(type=_S, create=True, filterable=False, lenient=True),
     "dnsSearch": Field(type=_S, create=True, filterable=False, lenient=True),
     "restartPolicy": Field(type="restartPolicy", create=True, filterable=False),
@@ -200,6 +208,8 @@ class ContainerType(ResourceType):
                     transitioning_message="In Progress", data=data))
             except Conflict as exc:
                 raise ApiConflict(str(exc)) from exc
+            if spec["networkMode"] == MANAGED:
+                created = await self._lease_address(tx, host, created)
             claimed = await caller.services.runner.claim_in(tx, created.id, "create")
             return created
 
@@ -207,6 +217,27 @@ class ContainerType(ResourceType):
                                                     required, record_on)
         caller.services.runner.submit(record.id, claimed=claimed)
         return record
+
+    @staticmethod
+    async def _lease_address(tx: Transaction, host: Record, created: Record) -> Record:
+        """The container's address on the managed network, leased from its host's subnet in
+        the transaction that places it (so two containers never share one), in its spec and
+        as its ``primaryIpAddress``."""
+        managed = await managed_network(tx, created.project_id)
+        if managed is None:
+            raise invalid("InvalidReference", "networkMode", "this environment has no "
+                          "managed network; choose another networkMode such as bridge")
+        try:
+            subnet = await ipam.lease_subnet(tx, managed.pool, host.id, host.project_id)
+            address = str(await ipam.lease_address(tx, managed.network.id, subnet, host.id,
+                                                   created.id, created.project_id))
+        except ipam.PoolExhausted as exc:
+            raise invalid("NoHostAvailable", "networkMode",
+                          f"host {format_id('1h', host.id)} cannot take another container on "
+                          f"the managed network: {exc}") from None
+        spec = {**created.data["spec"], "ipAddress": address}
+        return await tx.update(created.id, {}, {"spec": spec, "primaryIpAddress": address,
+                                                "networkId": managed.network.id})
 
     async def _check_unique_name(self, tx: Transaction, project_id: int, name: str) -> None:
         same = await tx.list(Query(
@@ -248,6 +279,7 @@ class ContainerType(ResourceType):
             "removeTime": iso(record.removed),
             "removeTimeTS": record.removed,
             "data": {"dockerInspect": docker_inspect(record)},
+            "primaryIpAddress": primary_address(record),
         }
 
     def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from server.api.errors import NotFound, Unavailable
 from server.api.schema import Action, Field, Schema, Scope
 from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
+from server.engine import ipam
 from server.lifecycle import Lifecycle, step
 from server.resources.containers import host_access
 from server.resources.host_stats import host_container_stats
@@ -128,6 +129,8 @@ def facts_fields(facts: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(facts.get("hostname"), str):
         out["hostname"] = facts["hostname"]
+    if isinstance(facts.get("instructions"), list):  # what the agent can carry out
+        out["agentInstructions"] = sorted(str(name) for name in facts["instructions"])
     if isinstance(facts.get("labels"), dict):
         out["reportedLabels"] = {str(k): str(v) for k, v in facts["labels"].items()}
     info = facts.get("info")
@@ -221,7 +224,13 @@ class HostType(ResourceType):
     lifecycle = HOST_LIFECYCLE
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
-        return {"labels": self.labels_of(record)}
+        out: dict[str, Any] = {"labels": self.labels_of(record)}
+        error = record.data.get("networkError")
+        if error and record.transitioning != "yes" and record.removed is None:
+            # Rancher's way of showing a resource that is up but not well: an error message
+            # beside its state. The host keeps working; its overlay is retried.
+            out.update(transitioning="error", transitioningMessage=str(error))
+        return out
 
     @staticmethod
     def labels_of(record: Record) -> dict[str, str]:
@@ -308,6 +317,9 @@ class HostType(ResourceType):
                                       {"agentState": AgentState.DISCONNECTED.value})
             await revoke_agent_keys(tx, record)
             await remove_placed(tx, record)
+            # Its subnet and its containers' addresses are free again; the other hosts'
+            # agents drop it from their peers (server.engine.overlay follows the change).
+            await ipam.release_host(tx, record.id)
             return removed
 
         try:

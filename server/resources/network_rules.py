@@ -16,6 +16,7 @@ from typing import Any
 
 from server.api.errors import ValidationError, invalid
 from server.engine.ipam import Pool
+from server.engine.network_policy import parse_port, parse_selector
 
 # Rancher's subnet schema: ``cidrSize`` between 8 and 28, 24 when not given.
 CIDR_MIN, CIDR_MAX, CIDR_DEFAULT = 8, 28, 24
@@ -159,6 +160,11 @@ def _rule(item: Any) -> dict[str, Any]:
         if not isinstance(ports, list) or not all(isinstance(p, str) for p in ports):
             raise invalid("InvalidFormat", "policy", "a policy rule's ports are a list of "
                           "strings such as 80/tcp")
+        for port in ports:
+            try:
+                parse_port(port)
+            except ValueError as exc:
+                raise invalid("InvalidFormat", "policy", f"a policy rule's port {exc}") from None
         rule["ports"] = ports
     return rule
 
@@ -168,6 +174,11 @@ def _member(value: Any, key: str, parts: tuple[str, ...]) -> dict[str, str]:
             not all(isinstance(v, str) for v in value.values()):
         raise invalid("InvalidFormat", "policy", f"a policy rule's {key} is an object of "
                       f"{' and '.join(parts)} strings")
+    if value.get("selector"):
+        try:
+            parse_selector(value["selector"])
+        except ValueError as exc:
+            raise invalid("InvalidFormat", "policy", f"a policy rule's {key}: {exc}") from None
     return dict(value)
 
 

@@ -24,6 +24,7 @@ from server.api.errors import invalid
 from server.api.schema import Field, Schema, Scope
 from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
+from server.engine import ipam
 from server.lifecycle import Lifecycle, step
 from server.resources import network_rules as rules
 from server.resources.registered import (
@@ -368,6 +369,8 @@ class NetworkDriverType(ResourceType):
                 for old in await tx.list(subnets_of(network)):
                     await tx.update(old.id, entered("removed"))
                 await tx.create(subnet_record(network, 0, subnet))
+                if _pool_of(record.data.get("networkMetadata") or {}) != _pool_of(options):
+                    await _lease_again(tx, network, options)
             return updated
 
         try:
@@ -381,6 +384,35 @@ class NetworkDriverType(ResourceType):
                 ["network"], record.project_id,
                 Condition("networkDriverId", "eq", record.id, "int"))))
         return await super().linked(caller, record, name)
+
+
+def _pool_of(options: Mapping[str, Any]) -> tuple[Any, Any]:
+    merged = {**rules.VXLAN_DEFAULTS, **options}
+    return merged["subnetPool"], merged["hostSubnetPrefix"]
+
+
+async def _lease_again(tx: Transaction, network: Record, options: Mapping[str, Any]) -> None:
+    """A new pool: every host of the environment gets a subnet of it, in the transaction that
+    changes it. Refused (422) while containers hold addresses of the old one, or when the
+    new one has fewer subnets than the environment has hosts."""
+    field = "networkMetadata"
+    held = await ipam.address_leases(tx, network.id)
+    if held:
+        raise invalid("InvalidOption", field, f"{len(held)} container(s) hold addresses of the "
+                      "managed network's current pool; remove them before changing subnetPool "
+                      "or hostSubnetPrefix")
+    pool = ipam.Pool.parse(network.id, str(options["subnetPool"]),
+                           int(options["hostSubnetPrefix"]))
+    hosts = await tx.list(live(["host"], network.project_id))
+    room = 2 ** (pool.prefix - pool.cidr.prefixlen)
+    if len(hosts) > room:
+        raise invalid("InvalidOption", field, f"subnetPool: {pool.cidr} holds {room} "
+                      f"/{pool.prefix} subnet(s), one per host, and this environment has "
+                      f"{len(hosts)} hosts")
+    for host in hosts:
+        await ipam.release_host(tx, host.id)
+    for host in sorted(hosts, key=lambda h: h.id):
+        await ipam.lease_subnet(tx, pool, host.id, host.project_id)
 
 
 class SubnetType(ResourceType):

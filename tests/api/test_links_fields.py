@@ -26,7 +26,8 @@ CONTAINER_LINKS = {"hosts", "instanceHostMaps", "volumes", "mounts", "ports", "n
                    "instanceLabels"}
 HOST_LINKS = {"agent", "physicalHost", "storagePools", "ipAddresses", "hostLabels", "instances",
               "volumes", "containerStats"}
-CONTAINER_IP = "10.42.0.7"
+# The first address of the first host's subnet: what the server leases and Docker then reports.
+CONTAINER_IP = "10.42.0.2"
 HOST_SAMPLE = {"containers": 1, "cpuPercent": 12.5, "memoryUsage": 1048576,
                "networkRxBytes": 1, "networkTxBytes": 2, "blockReadBytes": 3,
                "blockWriteBytes": 4}

@@ -4,7 +4,9 @@ through the real ``cattle`` client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from ipaddress import IPv4Network
 from typing import Any
 
 import cattle
@@ -15,8 +17,11 @@ from aiohttp.test_utils import TestClient
 from server.api.handlers import SERVICES
 from server.app import create_app
 from server.config import Settings
+from server.engine import ipam
+from server.engine.overlay import managed_network
 from server.store import NewRecord
 from shared.ids import format_id
+from tests.api import agent_double
 from tests.conftest import ADMIN
 from tests.support.processes import ACCESS_KEY, SECRET_KEY, ServerProcess
 
@@ -232,6 +237,57 @@ async def test_a_pool_overlapping_another_network_is_422(client: TestClient) -> 
     assert status == 422 and (error["code"], error["fieldName"]) == \
         ("InvalidOption", "networkMetadata")
     assert "network lab" in error["message"]
+
+
+async def host_subnets(client: TestClient) -> dict[int, str]:
+    store = client.app[SERVICES].store
+    driver = await managed_driver(client)
+    project_id = int(driver["accountId"].removeprefix("1a"))
+    managed = await managed_network(store, project_id)
+    assert managed is not None
+    return {host: str(subnet) for host, subnet in
+            (await ipam.host_subnets(store, managed.network.id)).items()}
+
+
+async def test_hosts_registering_at_once_get_different_subnets_of_the_pool(
+        client: TestClient) -> None:
+    await asyncio.gather(*(agent_double.register(client, key=f"{i}" * 64) for i in range(6)))
+    subnets = await host_subnets(client)
+    assert len(subnets) == 6 and len(set(subnets.values())) == 6
+    assert all(s.startswith("10.42.") and s.endswith(".0/24") for s in subnets.values())
+
+
+async def test_a_new_pool_gives_every_host_a_subnet_of_it_or_is_422_if_too_small(
+        client: TestClient) -> None:
+    for i in range(3):
+        await agent_double.register(client, key=f"{i}" * 64)
+    driver = await managed_driver(client)
+    url = f"/v2-beta/networkdrivers/{driver['id']}"
+    status, error = await send(client, "PUT", url, {"networkMetadata": {
+        "subnetPool": "10.70.0.0/23", "hostSubnetPrefix": 24}})
+    assert status == 422 and (error["code"], error["fieldName"]) == \
+        ("InvalidOption", "networkMetadata"), error
+    assert "holds 2 /24 subnet(s)" in error["message"] and "3 hosts" in error["message"]
+    assert all(s.startswith("10.42.") for s in (await host_subnets(client)).values())
+    status, changed = await send(client, "PUT", url, {"networkMetadata": {
+        "subnetPool": "10.70.0.0/22", "hostSubnetPrefix": 24}})
+    assert status == 200, changed
+    subnets = await host_subnets(client)
+    assert sorted(subnets.values()) == ["10.70.0.0/24", "10.70.1.0/24", "10.70.2.0/24"]
+
+
+async def test_the_pool_cannot_change_while_containers_hold_its_addresses(
+        client: TestClient) -> None:
+    store = client.app[SERVICES].store
+    driver = await managed_driver(client)
+    managed = await managed_network(store, int(driver["accountId"].removeprefix("1a")))
+    assert managed is not None
+    await store.transact(lambda tx: ipam.lease_address(
+        tx, managed.network.id, IPv4Network("10.42.0.0/24"), 1, 99))
+    status, error = await send(client, "PUT", f"/v2-beta/networkdrivers/{driver['id']}",
+                               {"networkMetadata": {"subnetPool": "10.80.0.0/16"}})
+    assert status == 422 and error["fieldName"] == "networkMetadata", error
+    assert "1 container(s) hold addresses" in error["message"]
 
 
 @pytest.fixture

@@ -110,6 +110,11 @@ class FakeHub:
         self._failures: dict[str, list[InstructionError]] = {}
         self._called = asyncio.Condition()
         self._clock = itertools.count(1)
+        self._sessions: dict[int, int] = {}
+        self._session_count = itertools.count(1)
+        # network.apply payloads by host, latest last: kept apart from ``calls``, which are
+        # about containers.
+        self.network: dict[int, list[dict[str, Any]]] = {}
         self.started = 0
         self.stopped = 0
 
@@ -122,6 +127,8 @@ class FakeHub:
 
     def connect(self, host_id: int) -> None:
         """The host's agent is connected and active from now on."""
+        if host_id not in self._live:
+            self._sessions[host_id] = next(self._session_count)
         self._live.add(host_id)
         self._known.add(host_id)
         self._gone.setdefault(host_id, asyncio.Event())
@@ -186,6 +193,9 @@ class FakeHub:
     def connected_hosts(self) -> list[int]:
         return sorted(self._live)
 
+    def session_id(self, host_id: int) -> int | None:
+        return self._sessions.get(host_id) if host_id in self._live else None
+
     async def call(self, host_id: int, name: str, resource_type: str, resource_id: str,
                    data: dict[str, Any], timeout: float | None = None,
                    on_progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -194,6 +204,8 @@ class FakeHub:
             self.refused.append(Call(name, host_id, dict(data)))
             raise HostNotConnected(f"host 1h{host_id} is disconnected: its agent is not "
                                    "connected")
+        if name == "network.apply":
+            return self._network_apply(host_id, data)
         self.calls.append(Call(name, host_id, dict(data)))
         async with self._called:
             self._called.notify_all()
@@ -244,6 +256,13 @@ class FakeHub:
             raise InstructionError(f"the fake agent has no handler for {name}",
                                    ErrorCode.UNKNOWN_INSTRUCTION)
         return handler(self, self.containers.setdefault(host_id, {}), data)
+
+    def _network_apply(self, host_id: int, data: Mapping[str, Any]) -> dict[str, Any]:
+        self.network.setdefault(host_id, []).append(dict(data))
+        failures = self._failures.get("network.apply")
+        if failures:
+            raise failures.pop(0)
+        return {"version": data.get("version") or "", "changes": 1}
 
     def _now(self) -> str:
         return f"2024-01-01T00:00:{next(self._clock):02d}Z"

@@ -1,0 +1,445 @@
+"""The managed overlay network, driven from the server: who holds which subnet, and what every
+agent of an environment must program (``network.apply``, see ``shared.overlay``).
+
+The desired state of each host follows from the store alone: the environment's VXLAN driver
+options, its hosts' subnet leases and addresses (``agentIpAddress``), and, when the managed
+network has a policy, the addresses and labels of its containers. :class:`OverlayController`
+follows the change feed; a change that bears on an environment's overlay marks it, and
+shortly after (changes arriving together are taken together) the environment's desired
+states are computed again and sent to every agent connected to this server whose host runs
+a different one, or whose session is new. Nothing is kept that another server could need:
+each server pushes to the agents it holds sessions for, from the shared change log, so with
+several servers on one PostgreSQL every agent hears of every change.
+
+An agent's answer is recorded on its host: ``networkVersion`` (the state it runs) or
+``networkError`` (the failing command's own message), which the API shows as the host's
+``transitioning: error`` message. A failed apply is retried every ``RETRY_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from functools import partial
+from ipaddress import IPv4Address, IPv4Network, ip_address
+from typing import TYPE_CHECKING, Any
+
+from server.engine import ipam
+from server.engine.network_policy import Member, host_policy
+from server.engine.placement_view import list_all
+from server.feed import FeedClosed, ResumeTooOld
+from server.resources.container_links import primary_address
+from server.resources.network_rules import VXLAN_DEFAULTS
+from server.store import Condition, Conflict, Query, Record, Store, Transaction
+from server.store.interface import Reader
+from shared.errors import HostNotConnected, InstructionError
+from shared.overlay import NetworkApplied, NetworkApply, OverlayPeer, OverlayPolicy
+
+if TYPE_CHECKING:
+    from server.services import Services
+    from server.store import Change
+
+log = logging.getLogger(__name__)
+
+INSTRUCTION = "network.apply"
+DRIVER_NAME = "vxlan"
+MANAGED_KEY = "defaultNetworkId"
+CAPABILITIES_KEY = "agentInstructions"
+SETTLE_SECONDS = 0.05
+"""How long a marked environment waits for more changes before it is computed again."""
+RETRY_SECONDS = 5.0
+APPLY_TIMEOUT = 120.0
+SESSION_CHECK_SECONDS = 0.5
+"""How often new agent sessions are looked for (a session changes no record when its host's
+facts did not change)."""
+_HOST_FIELDS = frozenset({"agentIpAddress", "removed", CAPABILITIES_KEY})
+_CONTAINER_FIELDS = frozenset({"primaryIpAddress", "removed", "labels", "hostId", "spec"})
+
+
+@dataclass(frozen=True)
+class ManagedNetwork:
+    """An environment's managed network and its driver's options."""
+
+    network: Record
+    pool: ipam.Pool
+    vni: int
+    port: int
+    mtu: int
+
+    @property
+    def default_action(self) -> str:
+        return str(self.network.data.get("defaultPolicyAction") or "allow")
+
+    @property
+    def policy(self) -> list[dict[str, Any]]:
+        return list(self.network.data.get("policy") or [])
+
+    @property
+    def open(self) -> bool:
+        """No policy to enforce: containers' addresses do not matter to the agents."""
+        return self.default_action == "allow" and \
+            all(rule.get("action") == "allow" for rule in self.policy)
+
+
+async def managed_network(reader: Reader, project_id: int | None) -> ManagedNetwork | None:
+    """The environment's managed network, or None if it has none (removed, or not made)."""
+    drivers = await reader.list(Query(
+        types=["networkDriver"], project_id=project_id, limit=1,
+        conditions=[Condition("name", "eq", DRIVER_NAME), Condition("removed", "null")]))
+    if not drivers:
+        return None
+    network_id = drivers[0].data.get(MANAGED_KEY)
+    network = await reader.get(network_id) if isinstance(network_id, int) else None
+    if network is None or network.removed is not None:
+        return None
+    options = {**VXLAN_DEFAULTS, **(drivers[0].data.get("networkMetadata") or {})}
+    return ManagedNetwork(
+        network=network,
+        pool=ipam.Pool.parse(network.id, str(options["subnetPool"]),
+                             int(options["hostSubnetPrefix"])),
+        vni=int(options["vni"]), port=int(options["port"]), mtu=int(options["mtu"]))
+
+
+async def lease_host_subnet(tx: Transaction, host: Record) -> IPv4Network | None:
+    """The host's subnet of its environment's pool (leased now if it holds none); None when
+    the environment has no managed network. PoolExhausted when the pool is full."""
+    managed = await managed_network(tx, host.project_id)
+    if managed is None:
+        return None
+    return await ipam.lease_subnet(tx, managed.pool, host.id, host.project_id)
+
+
+def underlay_problem(address: Any, pool: IPv4Network) -> str | None:
+    """Why a host's address cannot carry the overlay, or None if it can."""
+    if not isinstance(address, str) or not address:
+        return "the host has not reported its address yet"
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return f"the host's address {address!r} is not an IP address"
+    if not isinstance(parsed, IPv4Address):
+        return f"the host's address {address} is not IPv4; the overlay runs over IPv4"
+    if parsed in pool:
+        return (f"the host's address {address} lies inside the overlay pool {pool}; "
+                "start its agent with --agent-ip set to the host's own address")
+    return None
+
+
+def versioned(payload: NetworkApply) -> NetworkApply:
+    """The payload with its version: a digest of everything else in it."""
+    body = json.dumps({**payload.dump(), "version": ""}, sort_keys=True).encode()
+    return replace(payload, version=hashlib.sha256(body).hexdigest()[:16])
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """One host's desired overlay state (or why it has none)."""
+
+    host: Record
+    payload: NetworkApply | None
+    problem: str | None = None
+
+    @property
+    def capable(self) -> bool:
+        """Whether its agent says it carries out ``network.apply`` (older agents do not)."""
+        return INSTRUCTION in (self.host.data.get(CAPABILITIES_KEY) or ())
+
+
+def desired_states(managed: ManagedNetwork, hosts: Iterable[Record],
+                   subnets: Mapping[int, IPv4Network],
+                   members: Iterable[Member] = ()) -> dict[int, HostTarget]:
+    """Every host's desired state, from what the store holds. Pure."""
+    peers: dict[int, OverlayPeer] = {}
+    problems: dict[int, str] = {}
+    live = [h for h in hosts if h.removed is None]
+    for host in live:
+        subnet = subnets.get(host.id)
+        problem = underlay_problem(host.data.get("agentIpAddress"), managed.pool.cidr)
+        if subnet is None:
+            problem = problem or f"no subnet of the pool {managed.pool.cidr} is free for it"
+        if problem is not None:
+            problems[host.id] = problem
+            continue
+        peers[host.id] = OverlayPeer(str(subnet), str(host.data["agentIpAddress"]))
+    everyone = list(members)
+    out: dict[int, HostTarget] = {}
+    for host in live:
+        if host.id in problems:
+            out[host.id] = HostTarget(host, None, problems[host.id])
+            continue
+        own = peers[host.id]
+        policy = OverlayPolicy() if managed.open else host_policy(
+            managed.default_action, managed.policy, everyone, host.id)
+        out[host.id] = HostTarget(host, versioned(NetworkApply(
+            subnet=own.subnet, underlay_ip=own.underlay_ip, pool=str(managed.pool.cidr),
+            vni=managed.vni, port=managed.port, mtu=managed.mtu,
+            peers=tuple(p for hid, p in sorted(peers.items())
+                        if hid != host.id and p.underlay_ip != own.underlay_ip),
+            policy=policy)))
+    return out
+
+
+async def _release_lease(tx: Transaction, lease_id: int) -> bool:
+    return await ipam.release_lease(tx, lease_id)
+
+
+def _lost_its_address(change: Change) -> bool:
+    record = change.record
+    return record.type == "container" and record.removed is not None and \
+        "removed" in change.fields and isinstance(record.data.get("networkId"), int)
+
+
+def member_of(container: Record, network_id: int) -> Member | None:
+    """The container as the policy sees it, if it has an address on the managed network."""
+    address = primary_address(container)
+    host_id = container.data.get("hostId")
+    if container.removed is not None or container.data.get("networkId") != network_id or \
+            not isinstance(address, str) or not isinstance(host_id, int):
+        return None
+    spec = container.data.get("spec") or {}
+    labels = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
+    links = container.data.get("instanceLinks") or {}
+    return Member(id=container.id, ip=address, host_id=host_id, labels=labels,
+                  links=frozenset(v for v in links.values() if isinstance(v, int))
+                  if isinstance(links, dict) else frozenset())
+
+
+class OverlayController:
+    """Keeps every connected agent's overlay at its host's desired state."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._store: Store = services.store
+        self._dirty: set[int] = set()
+        self._wake = asyncio.Event()
+        self._targets: dict[int, HostTarget] = {}
+        self._project_hosts: dict[int, set[int]] = {}
+        self._policed: set[int] = set()       # environments whose policy names containers
+        self._sent: dict[int, tuple[int | None, str]] = {}
+        self._retry_at: dict[int, float] = {}
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        position = self._services.feed.position
+        projects = await self._projects()
+        self._dirty.update(projects)
+        for project_id in projects:
+            await self._release_orphans(project_id)
+        self._tasks = [asyncio.create_task(self._follow(position)),
+                       asyncio.create_task(self._loop())]
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._inflight.values()]:
+            task.cancel()
+        for task in [*self._tasks, *self._inflight.values()]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks, self._inflight = [], {}
+
+    def target(self, host_id: int) -> HostTarget | None:
+        """What the host should run, as last computed (for tests and diagnostics)."""
+        return self._targets.get(host_id)
+
+    def mark(self, project_id: int | None) -> None:
+        if project_id is not None:
+            self._dirty.add(project_id)
+            self._wake.set()
+
+    # --- following the store ------------------------------------------------------------
+
+    async def _projects(self) -> list[int]:
+        projects = await list_all(self._store, Query(types=["project"],
+                                                     conditions=[Condition("removed", "null")]))
+        return [p.id for p in projects]
+
+    async def _follow(self, since: int) -> None:
+        cursor = self._services.feed.follow(since)
+        while True:
+            try:
+                batch = await cursor.next_batch()
+            except FeedClosed:
+                return
+            except ResumeTooOld:
+                log.warning("overlay: fell behind the change log; recomputing every "
+                            "environment")
+                cursor = self._services.feed.follow()
+                for project_id in await self._projects():
+                    self.mark(project_id)
+                continue
+            for change in batch:
+                if self._bears_on_overlay(change):
+                    self.mark(change.record.project_id)
+                if _lost_its_address(change):
+                    await self._release_address(change.record)
+
+    def _bears_on_overlay(self, change: Change) -> bool:
+        record = change.record
+        match record.type:
+            case "host":
+                return change.kind == "create" or not _HOST_FIELDS.isdisjoint(change.fields)
+            case "ipLease":
+                return record.kind == ipam.SUBNET
+            case "network" | "networkDriver" | "project":
+                return True
+            case "container":
+                return record.project_id in self._policed and (
+                    change.kind == "create" or not _CONTAINER_FIELDS.isdisjoint(change.fields))
+        return False
+
+    # --- addresses of removed containers -------------------------------------------------
+
+    async def _release_address(self, container: Record) -> None:
+        """A removed container's address is free again. Done here, from the change log,
+        because containers are removed by many paths (their operation, reconcile, their
+        host's removal); a server that stopped before doing it does it at its next start."""
+        host_id = container.data.get("hostId")
+        if not isinstance(host_id, int):
+            return
+        try:
+            await self._store.transact(
+                lambda tx: ipam.release_instance(tx, host_id, container.id))
+        except Conflict:
+            pass  # another server released it at the same moment
+        except Exception:
+            log.exception("overlay: could not release the address of container %s",
+                          container.id)
+
+    async def _release_orphans(self, project_id: int) -> None:
+        managed = await managed_network(self._store, project_id)
+        if managed is None:
+            return
+        for lease in await ipam.address_leases(self._store, managed.network.id):
+            instance_id = lease.data.get("instanceId")
+            owner = await self._store.get(instance_id) if isinstance(instance_id, int) \
+                else None
+            if owner is None or owner.removed is not None:
+                with contextlib.suppress(Conflict):
+                    await self._store.transact(partial(_release_lease, lease_id=lease.id))
+
+    # --- computing and sending ----------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SESSION_CHECK_SECONDS)
+            self._wake.clear()
+            if self._dirty:
+                await asyncio.sleep(SETTLE_SECONDS)
+                dirty, self._dirty = self._dirty, set()
+                for project_id in sorted(dirty):
+                    try:
+                        await self._compute(project_id)
+                    except Exception:
+                        log.exception("overlay: could not compute environment %s; trying "
+                                      "again shortly", project_id)
+                        self._dirty.add(project_id)
+            self._dispatch()
+
+    async def _compute(self, project_id: int) -> None:
+        managed = await managed_network(self._store, project_id)
+        hosts = [] if managed is None else await list_all(self._store, Query(
+            types=["host"], project_id=project_id, conditions=[Condition("removed", "null")]))
+        before = self._project_hosts.pop(project_id, set())
+        for host_id in before:
+            self._targets.pop(host_id, None)
+        self._policed.discard(project_id)
+        if managed is None:
+            self._forget(before)
+            return
+        subnets = await self._subnets(managed, hosts)
+        members: list[Member] = []
+        if not managed.open:
+            self._policed.add(project_id)
+            containers = await list_all(self._store, Query(
+                types=["container"], project_id=project_id,
+                conditions=[Condition("removed", "null")]))
+            members = [m for c in containers
+                       if (m := member_of(c, managed.network.id)) is not None]
+        targets = desired_states(managed, hosts, subnets, members)
+        self._targets.update(targets)
+        self._project_hosts[project_id] = set(targets)
+        self._forget(before - set(targets))
+        for target in targets.values():
+            # A host that has not said hello yet has no address to complain about.
+            if target.problem is not None and target.host.data.get("agentIpAddress"):
+                await self._record(target.host, None, f"Network: {target.problem}")
+
+    def _forget(self, host_ids: Iterable[int]) -> None:
+        for host_id in host_ids:
+            self._sent.pop(host_id, None)
+            self._retry_at.pop(host_id, None)
+
+    async def _subnets(self, managed: ManagedNetwork,
+                       hosts: list[Record]) -> dict[int, IPv4Network]:
+        """Every host's subnet; hosts without one (registered before the network existed,
+        or when the pool was full) get one now."""
+        subnets = await ipam.host_subnets(self._store, managed.network.id)
+        for host in hosts:
+            if host.id in subnets:
+                continue
+
+            async def lease(tx: Transaction, host: Record = host) -> IPv4Network | None:
+                try:
+                    return await ipam.lease_subnet(tx, managed.pool, host.id,
+                                                   host.project_id)
+                except ipam.PoolExhausted:
+                    return None
+
+            with contextlib.suppress(Conflict):
+                subnet = await self._store.transact(lease)
+                if subnet is not None:
+                    subnets[host.id] = subnet
+        return subnets
+
+    def _dispatch(self) -> None:
+        hub, now = self._services.hub, time.monotonic()
+        for host_id in hub.connected_hosts():
+            target = self._targets.get(host_id)
+            if target is None or target.payload is None or not target.capable or \
+                    host_id in self._inflight or self._retry_at.get(host_id, 0.0) > now:
+                continue
+            key = (hub.session_id(host_id), target.payload.version)
+            if self._sent.get(host_id) == key:
+                continue
+            self._inflight[host_id] = asyncio.create_task(self._send(target, key))
+
+    async def _send(self, target: HostTarget, key: tuple[int | None, str]) -> None:
+        host, payload = target.host, target.payload
+        assert payload is not None
+        try:
+            reply = await self._services.instructions.send(
+                host, INSTRUCTION, payload, NetworkApplied, timeout=APPLY_TIMEOUT)
+        except HostNotConnected:
+            pass  # a new session gets the state anyway
+        except InstructionError as exc:
+            log.info("[host 1h%s] overlay: %s", host.id, exc)
+            self._retry_at[host.id] = time.monotonic() + RETRY_SECONDS
+            await self._record(host, None, f"Network: {exc}")
+        else:
+            self._sent[host.id] = key
+            self._retry_at.pop(host.id, None)
+            await self._record(host, reply.version, None)
+        finally:
+            self._inflight.pop(host.id, None)
+            self._wake.set()
+
+    async def _record(self, host: Record, version: str | None, error: str | None) -> None:
+        """The host's overlay outcome, written only when it differs from what is stored."""
+        current = await self._store.get(host.id)
+        if current is None or current.removed is not None:
+            return
+        changes: dict[str, Any] = {}
+        if current.data.get("networkError") != error:
+            changes["networkError"] = error
+        if version is not None and current.data.get("networkVersion") != version:
+            changes["networkVersion"] = version
+        if changes:
+            with contextlib.suppress(Conflict):
+                await self._store.update(host.id, {}, changes)
