@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Several Docker "hosts" on one underlay, for overlay network tests (shared/recipes/overlay.md):
 # a switch namespace ovl-sw with bridge br-underlay (10.99.0.254/24), and namespaces ovl-h1..N,
-# each with eth0 = 10.99.0.I/24 on that switch and its own dockerd. Nothing is added to the root
-# namespace: a bridge there would meet the root dockerd's FORWARD DROP. Each host starts with
+# each with eth0 = 10.99.0.I/24 on that switch and its own dockerd. The root namespace (where
+# this script runs) joins the underlay as SERVER_IP=10.99.0.253 on `ovl-root`, one end of a veth
+# pair whose other end (p-root) is a port of br-underlay, so that a Corral server running in the
+# root namespace is reached from the hosts (and their agents) at 10.99.0.253: for the root
+# namespace that is local delivery (INPUT), never forwarding. No bridge is added to the root
+# namespace: one there would meet the root dockerd's FORWARD DROP. Each host starts with
 # ip_forward=0, so its dockerd sets FORWARD DROP as on a stock host. Needs root, iproute2,
 # util-linux (nsenter), iptables and docker.io.
 #
@@ -11,7 +15,8 @@
 #        scripts/overlay-hosts.sh down             remove every host and the switch
 # `up` prints one line per host:
 #   NAME=ovl-h1 NETNS=/var/run/netns/ovl-h1 DOCKER_HOST=unix:///run/corral-ovl-h1.sock IP=10.99.0.1
-# `down` succeeds when everything is already gone.
+# and nothing else on stdout; the root namespace's address (SERVER_IP above, fixed) goes to stderr.
+# `down` succeeds when everything is already gone, `ovl-root` included.
 # Env: CORRAL_TEST_IMAGE  test image loaded into each daemon (see build-test-image.sh)
 set -euo pipefail
 
@@ -22,6 +27,8 @@ usage="usage: $prog up N | $prog restart-docker I | $prog down"
 UP_WAIT=30   # seconds for a new dockerd to answer
 DOWN_WAIT=20 # seconds for dockerd to exit after SIGTERM before SIGKILL
 switch=ovl-sw
+root_dev=ovl-root      # the root namespace's end of its veth pair to the switch
+SERVER_IP=10.99.0.253  # its address on the underlay
 
 [ $# -ge 1 ] || die "missing command ($usage)"
 cmd=$1
@@ -124,9 +131,13 @@ down() {
         host_vars "$i"
         if [ -e "$netns" ] || [ -e "$data_root" ] || [ -e "$pidfile" ]; then host_down "$i"; fi
     done
+    # Deleted by name first: the kernel destroys a deleted namespace (and the veth pairs with an
+    # end in it) asynchronously, and never while something still holds it open.
+    if ip link show "$root_dev" >/dev/null 2>&1; then ip link del "$root_dev" 2>/dev/null || true; fi
     # Deleting the switch namespace deletes the switch ends of every veth pair.
     [ -e "/var/run/netns/$switch" ] && { ip netns del "$switch" 2>/dev/null || true; }
     [ ! -e "/var/run/netns/$switch" ] || die "could not remove netns:$switch"
+    ! ip link show "$root_dev" >/dev/null 2>&1 || die "could not remove link:$root_dev"
 }
 
 up() {
@@ -138,6 +149,13 @@ up() {
     ip -n "$switch" addr add 10.99.0.254/24 dev br-underlay
     ip -n "$switch" link set br-underlay up
     ip -n "$switch" link set lo up
+    # The root namespace on the underlay. Made inside the switch namespace, then one end moved
+    # into the namespace of this shell ($$), so that no stray "p-root" ever appears there.
+    ip -n "$switch" link add p-root type veth peer name "$root_dev"
+    ip -n "$switch" link set "$root_dev" netns "$$"
+    ip -n "$switch" link set p-root master br-underlay up
+    ip addr add "$SERVER_IP/24" dev "$root_dev"
+    ip link set "$root_dev" up
     for i in $(seq 1 "$n"); do
         host_vars "$i"
         ip netns add "$name"
@@ -153,7 +171,8 @@ up() {
         "$here/build-test-image.sh" "$sock" >&2
     done
     trap - EXIT
-    echo "$prog: $n host(s) up in $((SECONDS - start)) s" >&2
+    echo "$prog: $n host(s) up in $((SECONDS - start)) s; the root namespace is" \
+        "SERVER_IP=$SERVER_IP on $root_dev" >&2
     for i in $(seq 1 "$n"); do
         host_vars "$i"
         echo "NAME=$name NETNS=$netns DOCKER_HOST=$sock IP=10.99.0.$i"
