@@ -151,6 +151,22 @@ async def lease_address(tx: Transaction, network_id: int, subnet: IPv4Network, h
     return IPv4Address(lease.name)
 
 
+async def claim_address(tx: Transaction, network_id: int, address: IPv4Address, host_id: int,
+                        instance_id: int, project_id: int | None = None) -> bool:
+    """Lease ``address`` to a container that already has it (one started outside Corral on
+    the host's managed network), so that it is never handed to another; False if it is
+    leased already."""
+    try:
+        await tx.create(NewRecord(type=LEASE, kind=ADDRESS, state="active", name=str(address),
+                                  project_id=project_id, lookup_key=lease_key(network_id,
+                                                                              address),
+                                  data={"networkId": network_id, "hostId": host_id,
+                                        "instanceId": instance_id}))
+    except Conflict:
+        return False
+    return True
+
+
 async def release_instance(tx: Transaction, host_id: int, instance_id: int) -> int:
     """Give up the container's addresses; how many there were."""
     leases = [lease for lease in await _leases_of_host(tx, host_id, ADDRESS)
@@ -180,6 +196,18 @@ async def release_lease(tx: Transaction, lease_id: int) -> bool:
         return False
     await _release(tx, lease)
     return True
+
+
+async def release_instance_elsewhere(tx: Transaction, host_id: int, instance_id: int) -> int:
+    """Give up the container's addresses on hosts other than ``host_id`` (it moved)."""
+    leases = await tx.list(Query(
+        types=[LEASE], conditions=[Condition("instanceId", "eq", instance_id, "int"),
+                                   Condition("kind", "eq", ADDRESS),
+                                   Condition("removed", "null")], limit=PAGE))
+    moved = [lease for lease in leases if lease.data.get("hostId") != host_id]
+    for lease in moved:
+        await _release(tx, lease)
+    return len(moved)
 
 
 async def release_host(tx: Transaction, host_id: int) -> int:

@@ -24,8 +24,9 @@ from server.engine.instances import (
     settled,
     stop_on_host,
 )
+from server.engine.overlay import lease_container_address
 from server.engine.runner import Outcome
-from server.resources.container_spec import RESERVED_LABELS, volume_names
+from server.resources.container_spec import MANAGED, RESERVED_LABELS, volume_names
 from server.resources.volumes import named_volume_hosts
 from server.store import Record, Transaction
 from shared.errors import ErrorCode, HostNotConnected, InstructionError
@@ -86,9 +87,12 @@ async def _place_elsewhere(caller: Caller, record: Record, old_host: int) -> Rec
     unplaced = _respec(record, old_ip, None)
 
     async def move(tx: Transaction, host: Record) -> Record:
-        return await tx.update(record.id, {}, {
+        moved = await tx.update(record.id, {}, {
             "hostId": host.id, "migrateFrom": old_host, "externalId": None,
             "spec": _respec(record, old_ip, host.data.get("agentIpAddress"))})
+        if spec.get("networkMode") == MANAGED:  # an address of its new host's subnet
+            moved = await lease_container_address(tx, host, moved)
+        return moved
 
     try:
         return await placer.place(caller.store, project_id, record.data, unplaced, others,

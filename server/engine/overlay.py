@@ -30,6 +30,7 @@ from functools import partial
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from typing import TYPE_CHECKING, Any
 
+from server.api.errors import invalid
 from server.engine import ipam
 from server.engine.network_policy import Member, host_policy
 from server.engine.placement_view import list_all
@@ -113,6 +114,30 @@ async def lease_host_subnet(tx: Transaction, host: Record) -> IPv4Network | None
     if managed is None:
         return None
     return await ipam.lease_subnet(tx, managed.pool, host.id, host.project_id)
+
+
+async def lease_container_address(tx: Transaction, host: Record,
+                                  container: Record) -> Record:
+    """The container's address on the managed network, leased from ``host``'s subnet in the
+    transaction that places it there (so two containers never share one; an address it held
+    on another host is given up), in its spec and as its ``primaryIpAddress``. A 422 naming
+    ``networkMode`` when there is no managed network or no address left."""
+    managed = await managed_network(tx, container.project_id)
+    if managed is None:
+        raise invalid("InvalidReference", "networkMode", "this environment has no managed "
+                      "network; choose another networkMode such as bridge")
+    await ipam.release_instance_elsewhere(tx, host.id, container.id)
+    try:
+        subnet = await ipam.lease_subnet(tx, managed.pool, host.id, host.project_id)
+        address = str(await ipam.lease_address(tx, managed.network.id, subnet, host.id,
+                                               container.id, container.project_id))
+    except ipam.PoolExhausted as exc:
+        raise invalid("NoHostAvailable", "networkMode",
+                      f"host 1h{host.id} cannot take another container on the managed "
+                      f"network: {exc}") from None
+    spec = {**(container.data.get("spec") or {}), "ipAddress": address}
+    return await tx.update(container.id, {}, {"spec": spec, "primaryIpAddress": address,
+                                              "networkId": managed.network.id})
 
 
 def underlay_problem(address: Any, pool: IPv4Network) -> str | None:
@@ -327,8 +352,11 @@ class OverlayController:
 
     async def _loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation that
+            # arrives as its timeout fires, and stop() would wait for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), SESSION_CHECK_SECONDS)
+                async with asyncio.timeout(SESSION_CHECK_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             if self._dirty:
                 await asyncio.sleep(SETTLE_SECONDS)

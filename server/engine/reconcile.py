@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from server.api.types import now_ms
+from server.engine import ipam
 from server.engine.instances import resting_state, summary_fields
+from server.engine.overlay import managed_network
 from server.engine.placement_view import list_all
 from server.resources.volumes import release_mounts
-from server.store import Condition, NewRecord, Query, Record
+from server.store import Condition, NewRecord, Query, Record, Transaction
 from shared import protocol
 from shared.containers import ContainerState, ContainerStatus
 from shared.errors import InstructionError, ProtocolError
@@ -91,7 +94,34 @@ class Reconciler:
                   "startOnCreate": True, **summary_fields(summary)}))
         log.info("imported container %s (%s) found on host %s", summary.name,
                  summary.docker_id, format_id("1h", host_id))
+        if summary.ip_address:
+            await self._claim_address(host, record, summary.ip_address)
         return record
+
+    async def _claim_address(self, host: Record, record: Record, address: str) -> None:
+        """A native container holding an address of the host's managed subnet keeps it: it
+        is leased to it, so no container Corral places gets the same one."""
+        store = self._services.store
+
+        async def claim(tx: Transaction) -> None:
+            managed = await managed_network(tx, host.project_id)
+            subnet = await ipam.host_subnet(tx, managed.network.id, host.id) \
+                if managed is not None else None
+            try:
+                parsed = IPv4Address(address)
+            except ValueError:
+                return
+            if managed is None or subnet is None or parsed not in subnet:
+                return
+            if not await ipam.claim_address(tx, managed.network.id, parsed, host.id,
+                                            record.id, host.project_id):
+                log.warning("container %s found on host %s has the managed address %s, "
+                            "which is leased to another container", record.name,
+                            format_id("1h", host.id), address)
+                return
+            await tx.update(record.id, {}, {"networkId": managed.network.id})
+
+        await store.transact(claim)
 
     async def on_inventory(self, host_id: int, inventory: protocol.Inventory) -> None:
         store = self._services.store

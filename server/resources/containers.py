@@ -18,8 +18,7 @@ from server.api.render import iso
 from server.api.schema import Field, Schema, Scope
 from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
-from server.engine import ipam
-from server.engine.overlay import managed_network
+from server.engine.overlay import lease_container_address
 from server.resources.container_fields import CAPABILITY_OPTIONS
 from server.resources.container_lifecycle import (
     CONTAINER_LIFECYCLE,
@@ -209,7 +208,7 @@ class ContainerType(ResourceType):
             except Conflict as exc:
                 raise ApiConflict(str(exc)) from exc
             if spec["networkMode"] == MANAGED:
-                created = await self._lease_address(tx, host, created)
+                created = await lease_container_address(tx, host, created)
             claimed = await caller.services.runner.claim_in(tx, created.id, "create")
             return created
 
@@ -217,27 +216,6 @@ class ContainerType(ResourceType):
                                                     required, record_on)
         caller.services.runner.submit(record.id, claimed=claimed)
         return record
-
-    @staticmethod
-    async def _lease_address(tx: Transaction, host: Record, created: Record) -> Record:
-        """The container's address on the managed network, leased from its host's subnet in
-        the transaction that places it (so two containers never share one), in its spec and
-        as its ``primaryIpAddress``."""
-        managed = await managed_network(tx, created.project_id)
-        if managed is None:
-            raise invalid("InvalidReference", "networkMode", "this environment has no "
-                          "managed network; choose another networkMode such as bridge")
-        try:
-            subnet = await ipam.lease_subnet(tx, managed.pool, host.id, host.project_id)
-            address = str(await ipam.lease_address(tx, managed.network.id, subnet, host.id,
-                                                   created.id, created.project_id))
-        except ipam.PoolExhausted as exc:
-            raise invalid("NoHostAvailable", "networkMode",
-                          f"host {format_id('1h', host.id)} cannot take another container on "
-                          f"the managed network: {exc}") from None
-        spec = {**created.data["spec"], "ipAddress": address}
-        return await tx.update(created.id, {}, {"spec": spec, "primaryIpAddress": address,
-                                                "networkId": managed.network.id})
 
     async def _check_unique_name(self, tx: Transaction, project_id: int, name: str) -> None:
         same = await tx.list(Query(

@@ -12,7 +12,7 @@ import pytest
 
 from server import operations
 from server.resources.containers import CONTAINER
-from server.store import Change, Record
+from server.store import Change, Condition, Query, Record
 from shared.errors import InstructionError
 from tests.unit.server.engine.harness import SLEEPER, Engine
 
@@ -185,6 +185,15 @@ async def test_migrate_moves_a_running_container_to_the_other_host(engine: Engin
     assert container.uuid not in engine.hub.containers[first.id]
     assert engine.hub.containers[second.id][container.uuid].status == "running"
     assert moved.data["externalId"] == engine.hub.containers[second.id][container.uuid].docker_id
+    # On the managed network it takes an address of its new host's subnet and gives up the
+    # one it had.
+    sent = engine.hub.calls_named("instance.create")[-1].data["container"]
+    assert sent["ipAddress"] == moved.data["spec"]["ipAddress"] != \
+        container.data["spec"]["ipAddress"]
+    leases = await engine.store.list(Query(types=["ipLease"], conditions=[
+        Condition("kind", "eq", "address"), Condition("removed", "null")]))
+    assert [(lease.name, lease.data["hostId"]) for lease in leases] == [
+        (moved.data["spec"]["ipAddress"], second.id)]
 
 
 async def test_migrate_with_one_host_makes_the_container_anew_there(engine: Engine) -> None:

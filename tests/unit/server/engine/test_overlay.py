@@ -15,6 +15,7 @@ from server import operations
 from server.engine import ipam, overlay
 from server.engine.overlay import managed_network
 from server.store import Condition, Query, Record
+from shared import protocol
 from shared.errors import InstructionError
 from tests.support.timing import seconds
 from tests.unit.server.engine.harness import Engine
@@ -213,3 +214,25 @@ async def test_the_policy_sent_names_each_hosts_containers(engine: Engine) -> No
     d = await engine.container(requestedHostId=f"1h{h1.id}", labels=shop)
     await eventually(lambda: ip[a.id] in str(policy(h2)) and
                      d.data["spec"]["ipAddress"] in str(policy(h2)), "d in h2's policy")
+
+
+async def test_a_native_container_on_the_managed_network_keeps_its_address(
+        engine: Engine) -> None:
+    """Found on the host with an address of its subnet (started outside Corral, or left from
+    an earlier server): the address is leased to it, so a placed container never collides."""
+    h1 = await host(engine, "h1", "192.168.5.1")
+    managed = await managed_network(engine.store, engine.project.id)
+    assert managed is not None
+
+    async def leased() -> Any:  # by the controller: this host did not register
+        return (await ipam.host_subnets(engine.store, managed.network.id)).get(h1.id)
+
+    first = str(next(ipam.host_addresses(await until(leased, "h1's subnet"))))
+    await engine.services.reconciler.on_inventory(h1.id, protocol.Inventory(containers=[{
+        "dockerId": "4f2a", "name": "by-hand", "image": "busybox", "status": "running",
+        "ipAddress": first, "labels": {}}]))
+    placed = await engine.container()
+    assert placed.data["spec"]["ipAddress"] != first
+    native = await engine.store.list(Query(types=["container"], conditions=[
+        Condition("name", "eq", "by-hand")]))
+    assert native[0].data["networkId"] == managed.network.id
