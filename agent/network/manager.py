@@ -191,7 +191,8 @@ class NetworkManager:
         if self._ready.is_set():
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancellation
+                await self._ready.wait()
             return
         if self._last_error is not None:
             why = f"the last attempt failed: {self._last_error}"
