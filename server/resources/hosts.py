@@ -310,7 +310,10 @@ class HostType(ResourceType):
 
         async def cascade(tx: Transaction) -> Record:
             current = await tx.lock(record.id)
-            if current is None or current.version != record.version:
+            # Corral's own writes (liveness, the overlay's outcome) change a host all the
+            # time; what matters is that it may still be removed.
+            if current is None or (current.version != record.version
+                                   and current.state != record.state):
                 raise Conflict(f"host {record.id} was changed by someone else")
             # Free the host key so that registering again makes a new host.
             removed = await tx.update(record.id, {**entered("removed"), "lookup_key": None},

@@ -236,3 +236,14 @@ async def test_a_native_container_on_the_managed_network_keeps_its_address(
     native = await engine.store.list(Query(types=["container"], conditions=[
         Condition("name", "eq", "by-hand")]))
     assert native[0].data["networkId"] == managed.network.id
+
+
+async def test_a_host_corral_itself_wrote_to_meanwhile_can_still_be_removed(
+        engine: Engine) -> None:
+    """The overlay's outcome (and liveness) are written to hosts all the time: a removal
+    read before such a write is not a conflict."""
+    h1 = await host(engine, "h1", "192.168.5.1")
+    read = await engine.act(h1, "deactivate")
+    await engine.store.update(h1.id, {}, {"networkVersion": "written-meanwhile"})
+    removed = await operations.act(engine.caller, read, "remove", None)
+    assert isinstance(removed, Record) and removed.state == "removed"
