@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Several Docker "hosts" on one underlay, for overlay network tests (shared/recipes/overlay.md):
+# Several Docker "hosts" on one underlay, for overlay network tests and bench/network.py:
 # a switch namespace ovl-sw with bridge br-underlay (10.99.0.254/24), and namespaces ovl-h1..N,
 # each with eth0 = 10.99.0.I/24 on that switch and its own dockerd. The root namespace (where
 # this script runs) joins the underlay as SERVER_IP=10.99.0.253 on `ovl-root`, one end of a veth

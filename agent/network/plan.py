@@ -6,7 +6,7 @@ again gives nothing. Stale entries (a removed peer's route, neighbour and FDB en
 that is not ours) are deleted before anything is added, so that a peer whose underlay address
 changed never has two FDB destinations. :func:`plan_teardown` removes everything Corral adds.
 
-What each piece is for (shared/recipes/overlay.md):
+What each piece is for:
 
 - the VXLAN device, without learning: every peer's route, neighbour and FDB entry is static;
 - ``CORRAL-FORWARD``, jumped to from ``DOCKER-USER`` before its ``RETURN``: Docker's FORWARD

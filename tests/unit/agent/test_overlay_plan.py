@@ -282,7 +282,7 @@ def peer_entries(host: FakeHost) -> tuple[set[str], set[str], set[tuple[str, str
 # derived addresses
 
 
-def test_the_vtep_mac_is_the_recipes_for_every_subnet_of_the_default_pool() -> None:
+def test_the_vtep_mac_is_0e_42_then_the_subnets_address_for_every_subnet_of_the_pool() -> None:
     assert vtep_mac(IPv4Network("10.42.3.0/24")) == "0e:42:0a:2a:03:00"
     assert vtep_mac(IPv4Network("10.42.255.0/24")) == "0e:42:0a:2a:ff:00"
     assert CONFIG.device_address.compressed == "10.42.1.0"
