@@ -52,10 +52,12 @@ def test_published_port_of_an_httpd_container_answers_from_the_host(cluster: Clu
         imageUuid=f"docker:{IMAGE}", command=HTTPD, ports=[f"{port}:80/tcp"],
         labels=cluster.labels()))
     assert container.state == "running"
+    # Published on the host's address (its agentIpAddress), where other machines reach it.
+    address = container.publicEndpoints[0].ipAddress
 
     def fetch() -> str | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{address}:{port}/", timeout=2) as r:
                 return str(r.read().decode().strip())
         except OSError:
             return None

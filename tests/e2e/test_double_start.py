@@ -172,7 +172,8 @@ async def test_a_create_cut_off_by_a_dropped_session_makes_one_container(
         client: TestClient, agent: Agent, run_label: str) -> None:
     resp = await client.post("/v1/containers", headers=ADMIN, data=json.dumps({
         "imageUuid": f"docker:{IMAGE}", "command": ["sleep", "300"],
-        "labels": {TEST_LABEL: run_label}}))
+        # This in-process agent runs no overlay (its dispatcher has no network manager).
+        "networkMode": "bridge", "labels": {TEST_LABEL: run_label}}))
     assert resp.status in (200, 201), await resp.text()
     record = await resp.json()
     assert await asyncio.to_thread(agent.runtime.entered.wait, seconds(30))
