@@ -111,8 +111,9 @@ class OverlayPolicy:
 @dataclass(frozen=True)
 class NetworkApply:
     """``network.apply``: this host's subnet and underlay address, the driver's options, its
-    peers and its policy. ``version`` names the desired state (a digest), so that logs and
-    the host's record say which one a host runs."""
+    peers (every host of the environment: the entry of this host itself, same subnet and
+    address, is left out by the agent) and its policy. ``version`` names the desired state
+    (a digest), so that logs and the host's record say which one a host runs."""
 
     subnet: str
     underlay_ip: str

@@ -60,8 +60,10 @@ def read_request(request: NetworkApply) -> tuple[OverlayConfig, list[Peer]]:
     config = OverlayConfig.of(request.underlay_ip, request.subnet, pool=request.pool,
                               vni=request.vni, port=request.port, mtu=request.mtu,
                               policy=policy)
-    peers = check_peers(config, [Peer.of(p.subnet, p.underlay_ip) for p in request.peers])
-    return config, peers
+    # The server sends one peer list to every host of the environment: this host is in it.
+    others = [Peer.of(p.subnet, p.underlay_ip) for p in request.peers
+              if (p.subnet, p.underlay_ip) != (request.subnet, request.underlay_ip)]
+    return config, check_peers(config, others)
 
 
 @dataclass(eq=False)

@@ -156,10 +156,17 @@ def underlay_problem(address: Any, pool: IPv4Network) -> str | None:
     return None
 
 
-def versioned(payload: NetworkApply) -> NetworkApply:
-    """The payload with its version: a digest of everything else in it."""
-    body = json.dumps({**payload.dump(), "version": ""}, sort_keys=True).encode()
-    return replace(payload, version=hashlib.sha256(body).hexdigest()[:16])
+def versioned(payload: NetworkApply, peers_digest: str | None = None) -> NetworkApply:
+    """The payload with its version: a digest of everything in it (the peer list's given
+    as ``peers_digest`` when it was computed once for many payloads)."""
+    if peers_digest is None:
+        peers_digest = digest([p.dump() for p in payload.peers])
+    body = {**payload.dump(), "peers": peers_digest, "version": ""}
+    return replace(payload, version=digest(body))
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -179,34 +186,48 @@ class HostTarget:
 def desired_states(managed: ManagedNetwork, hosts: Iterable[Record],
                    subnets: Mapping[int, IPv4Network],
                    members: Iterable[Member] = ()) -> dict[int, HostTarget]:
-    """Every host's desired state, from what the store holds. Pure."""
-    peers: dict[int, OverlayPeer] = {}
+    """Every host's desired state, from what the store holds. Pure.
+
+    Every payload carries the same peer list, this host included (its agent leaves its own
+    subnet out): one list for the environment instead of one per host, which would grow
+    with the square of the hosts. Hosts whose agents do not carry ``network.apply`` out are
+    peers but get no payload."""
     problems: dict[int, str] = {}
     live = [h for h in hosts if h.removed is None]
+    by_address: dict[str, list[int]] = {}
     for host in live:
-        subnet = subnets.get(host.id)
         problem = underlay_problem(host.data.get("agentIpAddress"), managed.pool.cidr)
-        if subnet is None:
-            problem = problem or f"no subnet of the pool {managed.pool.cidr} is free for it"
+        if problem is None and subnets.get(host.id) is None:
+            problem = f"no subnet of the pool {managed.pool.cidr} is free for it"
         if problem is not None:
             problems[host.id] = problem
-            continue
-        peers[host.id] = OverlayPeer(str(subnet), str(host.data["agentIpAddress"]))
+        else:
+            by_address.setdefault(str(host.data["agentIpAddress"]), []).append(host.id)
+    for address, sharing in by_address.items():
+        if len(sharing) > 1:  # neither can be told apart as a VXLAN endpoint
+            for host_id in sharing:
+                others = ", ".join(f"1h{h}" for h in sharing if h != host_id)
+                problems[host_id] = (f"the host's address {address} is also reported by "
+                                     f"{others}; give each host its own (--agent-ip)")
+    peers = tuple(OverlayPeer(str(subnets[h.id]), str(h.data["agentIpAddress"]))
+                  for h in sorted(live, key=lambda h: h.id) if h.id not in problems)
+    peers_digest = digest([p.dump() for p in peers])
     everyone = list(members)
     out: dict[int, HostTarget] = {}
     for host in live:
         if host.id in problems:
             out[host.id] = HostTarget(host, None, problems[host.id])
             continue
-        own = peers[host.id]
+        target = HostTarget(host, None)
+        if not target.capable:
+            out[host.id] = target
+            continue
         policy = OverlayPolicy() if managed.open else host_policy(
             managed.default_action, managed.policy, everyone, host.id)
         out[host.id] = HostTarget(host, versioned(NetworkApply(
-            subnet=own.subnet, underlay_ip=own.underlay_ip, pool=str(managed.pool.cidr),
-            vni=managed.vni, port=managed.port, mtu=managed.mtu,
-            peers=tuple(p for hid, p in sorted(peers.items())
-                        if hid != host.id and p.underlay_ip != own.underlay_ip),
-            policy=policy)))
+            subnet=str(subnets[host.id]), underlay_ip=str(host.data["agentIpAddress"]),
+            pool=str(managed.pool.cidr), vni=managed.vni, port=managed.port,
+            mtu=managed.mtu, peers=peers, policy=policy), peers_digest))
     return out
 
 

@@ -244,3 +244,12 @@ def test_only_a_removed_host_ends_the_agent_with_its_overlay_removed() -> None:
     assert removed is not None and removed.host_removed
     superseded = _final_close(CloseCode.SUPERSEDED, "")
     assert superseded is not None and not superseded.host_removed
+
+
+def test_the_hosts_own_entry_in_the_environments_peer_list_is_left_out() -> None:
+    own = OverlayPeer("10.42.1.0/24", "10.99.0.1")
+    _, peers = read_request(payload(peers=(*payload().peers, own)))
+    assert [str(p.subnet) for p in peers] == ["10.42.2.0/24", "10.42.3.0/24"]
+    # Its subnet under another address is no entry of its own: a conflict, refused.
+    with pytest.raises(ValueError, match="overlaps this host's subnet"):
+        read_request(payload(peers=(OverlayPeer("10.42.1.0/24", "10.99.0.9"),)))

@@ -51,8 +51,10 @@ def latest(engine: Engine, record: Record) -> dict[str, Any] | None:
 
 
 def peers_of(engine: Engine, record: Record) -> list[str]:
+    """The other hosts the agent was told of (the list names the host itself too)."""
     payload = latest(engine, record)
-    return [] if payload is None else [p["underlayIp"] for p in payload["peers"]]
+    return [] if payload is None else [p["underlayIp"] for p in payload["peers"]
+                                       if p["underlayIp"] != payload["underlayIp"]]
 
 
 async def test_every_agent_gets_its_subnet_and_the_others_as_peers(engine: Engine) -> None:
@@ -66,7 +68,10 @@ async def test_every_agent_gets_its_subnet_and_the_others_as_peers(engine: Engin
     assert one["underlayIp"] == "192.168.5.1"
     subnets = {IPv4Network(one["subnet"]), IPv4Network(two["subnet"])}
     assert len(subnets) == 2 and all(s.prefixlen == 24 for s in subnets)
-    assert one["peers"] == [{"subnet": two["subnet"], "underlayIp": "192.168.5.2"}]
+    # One list for every host: each agent leaves itself out.
+    assert one["peers"] == two["peers"] == [
+        {"subnet": one["subnet"], "underlayIp": "192.168.5.1"},
+        {"subnet": two["subnet"], "underlayIp": "192.168.5.2"}]
     assert one["policy"] == {"defaultAction": "allow", "entries": []}
     # Each host records the version its agent runs.
     current = await engine.get(h1)
@@ -247,3 +252,19 @@ async def test_a_host_corral_itself_wrote_to_meanwhile_can_still_be_removed(
     await engine.store.update(h1.id, {}, {"networkVersion": "written-meanwhile"})
     removed = await operations.act(engine.caller, read, "remove", None)
     assert isinstance(removed, Record) and removed.state == "removed"
+
+
+async def test_two_hosts_reporting_one_address_are_both_errors_and_no_peers(
+        engine: Engine) -> None:
+    h1 = await host(engine, "h1", "192.168.5.1")
+    h2 = await host(engine, "h2", "192.168.5.1")
+    h3 = await host(engine, "h3", "192.168.5.3")
+
+    async def errors() -> Any:
+        found = [(await engine.get(h)).data.get("networkError") for h in (h1, h2)]
+        return found if all(found) else None
+
+    first, second = await until(errors, "both errors shown")
+    assert f"also reported by 1h{h2.id}" in first and f"also reported by 1h{h1.id}" in second
+    await eventually(lambda: latest(engine, h3), "h3 told")
+    assert peers_of(engine, h3) == []
