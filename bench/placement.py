@@ -135,11 +135,28 @@ class Report:
         ]
 
 
+POOL = "10.32.0.0/12"  # 4,096 /24s: a subnet for each of up to 4,096 simulated hosts
+
+
 class Api:
     def __init__(self, http: aiohttp.ClientSession, base_url: str) -> None:
         self._http = http
         self._url = f"{base_url}/v1"
         self._auth = {"Authorization": basic_auth(ADMIN_ACCESS, ADMIN_SECRET)}
+
+    async def size_the_pool(self, hosts: int) -> str:
+        """Give the managed network a subnet for every host, as an operator of that many
+        does: the default pool (10.42.0.0/16 in /24s) holds 256 hosts."""
+        pool = POOL if hosts > 256 else "10.42.0.0/16"
+        async with self._http.get(f"{self._url}/networkdrivers?name=vxlan",
+                                  headers=self._auth) as resp:
+            driver = (await resp.json())["data"][0]
+        async with self._http.put(f"{self._url}/networkdrivers/{driver['id']}",
+                                  json={"networkMetadata": {"subnetPool": pool}},
+                                  headers=self._auth) as resp:
+            if resp.status != 200:
+                raise BenchError(f"setting the pool: {resp.status} {await resp.text()}")
+        return pool
 
     async def create(self, index: int) -> tuple[int, float]:
         body = {"imageUuid": "docker:busybox", "command": ["sleep", "1000"],
@@ -222,6 +239,8 @@ async def run(args: argparse.Namespace, log_path: Path) -> Report:
         fleet: Fleet | None = None
         try:
             await server.wait_healthy(http)
+            api = Api(http, server.base_url)
+            await api.size_the_pool(args.agents)
             fleet = Fleet(args.agents, server.base_url, await server.registration_token(),
                           None)
             await fleet.register(http)
@@ -229,7 +248,6 @@ async def run(args: argparse.Namespace, log_path: Path) -> Report:
             states = await host_states(http, server.base_url)
             if sum(s == "active" for s in states.values()) != args.agents:
                 raise BenchError(f"not every host is active: {Counter(states.values())}")
-            api = Api(http, server.base_url)
             early_fill = max(EARLY - args.probe, 0)
             refused, _, _ = await fill(api, 0, early_fill, args.concurrency)
             cost_early, r = await probe(api, early_fill, args.probe)
@@ -279,7 +297,9 @@ def docs_section(report: Report) -> str:
              f"--containers {report.containers} --concurrency {report.concurrency}`",
              f"on {_machine()}. Every create goes through the API; the simulated agents "
              "answer each instruction at once, so the runner's work (create, start) competes "
-             "with placement for the server and its database.",
+             "with placement for the server and its database. Containers are on the managed "
+             "network (the default): each placement also leases the container's address "
+             f"(the pool set to {POOL} in /24s, room for every host).",
              "", "| Figure | Value |", "| --- | --- |"]
     lines += [f"| {label} | {value} |" for label, value in report.rows()]
     lines += ["", "| Check | Result |", "| --- | --- |"]

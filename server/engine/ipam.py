@@ -198,18 +198,6 @@ async def release_lease(tx: Transaction, lease_id: int) -> bool:
     return True
 
 
-async def release_instance_elsewhere(tx: Transaction, host_id: int, instance_id: int) -> int:
-    """Give up the container's addresses on hosts other than ``host_id`` (it moved)."""
-    leases = await tx.list(Query(
-        types=[LEASE], conditions=[Condition("instanceId", "eq", instance_id, "int"),
-                                   Condition("kind", "eq", ADDRESS),
-                                   Condition("removed", "null")], limit=PAGE))
-    moved = [lease for lease in leases if lease.data.get("hostId") != host_id]
-    for lease in moved:
-        await _release(tx, lease)
-    return len(moved)
-
-
 async def release_host(tx: Transaction, host_id: int) -> int:
     """Give up everything the host holds (a purged host): its subnets and the addresses in
     them; how many leases that was."""

@@ -91,7 +91,7 @@ async def _place_elsewhere(caller: Caller, record: Record, old_host: int) -> Rec
             "hostId": host.id, "migrateFrom": old_host, "externalId": None,
             "spec": _respec(record, old_ip, host.data.get("agentIpAddress"))})
         if spec.get("networkMode") == MANAGED:  # an address of its new host's subnet
-            moved = await lease_container_address(tx, host, moved)
+            moved = await lease_container_address(tx, host, moved, moved_from=old_host)
         return moved
 
     try:

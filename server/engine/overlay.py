@@ -116,17 +116,19 @@ async def lease_host_subnet(tx: Transaction, host: Record) -> IPv4Network | None
     return await ipam.lease_subnet(tx, managed.pool, host.id, host.project_id)
 
 
-async def lease_container_address(tx: Transaction, host: Record,
-                                  container: Record) -> Record:
+async def lease_container_address(tx: Transaction, host: Record, container: Record,
+                                  moved_from: int | None = None) -> Record:
     """The container's address on the managed network, leased from ``host``'s subnet in the
-    transaction that places it there (so two containers never share one; an address it held
-    on another host is given up), in its spec and as its ``primaryIpAddress``. A 422 naming
-    ``networkMode`` when there is no managed network or no address left."""
+    transaction that places it there (so two containers never share one; the address it
+    held on ``moved_from``, the host it migrates from, is given up), in its spec and as its
+    ``primaryIpAddress``. A 422 naming ``networkMode`` when there is no managed network or
+    no address left."""
     managed = await managed_network(tx, container.project_id)
     if managed is None:
         raise invalid("InvalidReference", "networkMode", "this environment has no managed "
                       "network; choose another networkMode such as bridge")
-    await ipam.release_instance_elsewhere(tx, host.id, container.id)
+    if moved_from is not None:
+        await ipam.release_instance(tx, moved_from, container.id)
     try:
         subnet = await ipam.lease_subnet(tx, managed.pool, host.id, host.project_id)
         address = str(await ipam.lease_address(tx, managed.network.id, subnet, host.id,
