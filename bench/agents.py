@@ -225,6 +225,25 @@ def db_counters(db_path: Path) -> tuple[int, int]:
     return int(rows), int(versions)
 
 
+DEFAULT_POOL_HOSTS = 256  # 10.42.0.0/16 in /24s
+LARGE_POOL = "10.0.0.0/8"  # 65,536 /24s
+
+
+async def size_the_pool(http: aiohttp.ClientSession, base_url: str, hosts: int) -> str | None:
+    """Give the managed network a subnet for every simulated host, as an operator of that
+    many would (the default pool holds 256): the pool set, or None if the default does."""
+    if hosts <= DEFAULT_POOL_HOSTS:
+        return None
+    auth = {"Authorization": basic_auth(ADMIN_ACCESS, ADMIN_SECRET)}
+    async with http.get(f"{base_url}/v1/networkdrivers?name=vxlan", headers=auth) as resp:
+        driver = (await resp.json())["data"][0]
+    async with http.put(f"{base_url}/v1/networkdrivers/{driver['id']}", headers=auth,
+                        json={"networkMetadata": {"subnetPool": LARGE_POOL}}) as resp:
+        if resp.status != 200:
+            raise BenchError(f"setting the managed pool: {resp.status} {await resp.text()}")
+    return LARGE_POOL
+
+
 async def host_states(http: aiohttp.ClientSession, base_url: str) -> dict[str, str]:
     """Every host's ``agentState``, read page by page through the API as the admin."""
     auth = {"Authorization": basic_auth(ADMIN_ACCESS, ADMIN_SECRET)}
@@ -521,6 +540,7 @@ async def run(args: argparse.Namespace, log_path: Path) -> Report:
                 baseline = await measure(proc, args.baseline)
 
                 compression = None if args.compression == "none" else args.compression
+                await size_the_pool(http, server.base_url, args.agents)
                 fleet = Fleet(args.agents, server.base_url, token, compression)
                 started = time.monotonic()
                 await fleet.register(http)
@@ -654,7 +674,10 @@ def docs_section(report: Report, args: argparse.Namespace) -> str:
              f"Measured {today} in one run of `bench/agents.py --agents {report.agents} "
              f"--duration {args.duration:g} --ping-interval {report.ping_interval:g} "
              f"--compression {report.compression}`",
-             f"on {_machine()}.",
+             f"on {_machine()}."
+             + (f" The managed network's pool is set to {LARGE_POOL} first, so that every host "
+                "gets a subnet (the default pool holds 256)."
+                if report.agents > DEFAULT_POOL_HOSTS else ""),
              "MiB = 2^20 bytes; CPU is the server's CPU time over wall time, in % of one core.",
              "",
              "| Figure | Value |", "| --- | --- |"]

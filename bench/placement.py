@@ -35,6 +35,7 @@ from agents import (
     ADMIN_ACCESS,
     ADMIN_SECRET,
     DOCS,
+    LARGE_POOL,
     ROOT,
     BenchError,
     Fleet,
@@ -47,6 +48,7 @@ from agents import (
     host_states,
     raise_fd_limit,
     run_benchmark,
+    size_the_pool,
     write_section,
 )
 
@@ -135,28 +137,11 @@ class Report:
         ]
 
 
-POOL = "10.32.0.0/12"  # 4,096 /24s: a subnet for each of up to 4,096 simulated hosts
-
-
 class Api:
     def __init__(self, http: aiohttp.ClientSession, base_url: str) -> None:
         self._http = http
         self._url = f"{base_url}/v1"
         self._auth = {"Authorization": basic_auth(ADMIN_ACCESS, ADMIN_SECRET)}
-
-    async def size_the_pool(self, hosts: int) -> str:
-        """Give the managed network a subnet for every host, as an operator of that many
-        does: the default pool (10.42.0.0/16 in /24s) holds 256 hosts."""
-        pool = POOL if hosts > 256 else "10.42.0.0/16"
-        async with self._http.get(f"{self._url}/networkdrivers?name=vxlan",
-                                  headers=self._auth) as resp:
-            driver = (await resp.json())["data"][0]
-        async with self._http.put(f"{self._url}/networkdrivers/{driver['id']}",
-                                  json={"networkMetadata": {"subnetPool": pool}},
-                                  headers=self._auth) as resp:
-            if resp.status != 200:
-                raise BenchError(f"setting the pool: {resp.status} {await resp.text()}")
-        return pool
 
     async def create(self, index: int) -> tuple[int, float]:
         body = {"imageUuid": "docker:busybox", "command": ["sleep", "1000"],
@@ -240,7 +225,7 @@ async def run(args: argparse.Namespace, log_path: Path) -> Report:
         try:
             await server.wait_healthy(http)
             api = Api(http, server.base_url)
-            await api.size_the_pool(args.agents)
+            await size_the_pool(http, server.base_url, args.agents)
             fleet = Fleet(args.agents, server.base_url, await server.registration_token(),
                           None)
             await fleet.register(http)
@@ -299,7 +284,7 @@ def docs_section(report: Report) -> str:
              "answer each instruction at once, so the runner's work (create, start) competes "
              "with placement for the server and its database. Containers are on the managed "
              "network (the default): each placement also leases the container's address "
-             f"(the pool set to {POOL} in /24s, room for every host).",
+             f"(the pool set to {LARGE_POOL} in /24s, room for every host).",
              "", "| Figure | Value |", "| --- | --- |"]
     lines += [f"| {label} | {value} |" for label, value in report.rows()]
     lines += ["", "| Check | Result |", "| --- | --- |"]

@@ -9,6 +9,7 @@ is a conflict, and the allocator takes the next free one. A released lease gives
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,16 @@ class Pool:
     network_id: int
     cidr: IPv4Network
     prefix: int
+
+    @property
+    def capacity(self) -> int:
+        """How many per-host subnets the pool holds."""
+        return int(2 ** (self.prefix - self.cidr.prefixlen))
+
+    def subnet_at(self, index: int) -> IPv4Network:
+        """The pool's ``index``-th per-host subnet."""
+        size = 2 ** (32 - self.prefix)
+        return IPv4Network((int(self.cidr.network_address) + index * size, self.prefix))
 
     @classmethod
     def parse(cls, network_id: int, cidr: str, prefix: int) -> Pool:
@@ -96,14 +107,55 @@ async def _take(tx: Transaction, network_id: int, kind: str, candidates: Iterato
 
 async def lease_subnet(tx: Transaction, pool: Pool, host_id: int,
                        project_id: int | None = None) -> IPv4Network:
-    """The host's subnet of the pool: the one it holds, or the first free one."""
+    """The host's subnet of the pool: the one it holds, else a free one (the first, while
+    subnets are given out in order and seldom given back)."""
     held = await host_subnet(tx, pool.network_id, host_id)
     if held is not None:
         return held
+    data = {"networkId": pool.network_id, "hostId": host_id}
+    index = await _probably_free(tx, pool)
+    if index is not None:
+        subnet = pool.subnet_at(index)
+        with contextlib.suppress(Conflict):  # taken meanwhile: look at every one, then
+            await tx.create(NewRecord(type=LEASE, kind=SUBNET, state="active",
+                                      name=str(subnet), project_id=project_id,
+                                      lookup_key=lease_key(pool.network_id, subnet),
+                                      data=data))
+            return subnet
     candidates = (str(s) for s in pool.cidr.subnets(new_prefix=pool.prefix))
     lease = await _take(tx, pool.network_id, SUBNET, candidates, {"hostId": host_id},
                         project_id, f"the pool {pool.cidr} has no free /{pool.prefix} left")
     return IPv4Network(lease.name)
+
+
+async def _probably_free(tx: Transaction, pool: Pool) -> int | None:
+    """The index of a free subnet, found in O(log n) lookups of lease keys (never a read of
+    every lease, which would make registering n hosts cost n^2): subnets are leased lowest
+    first, so the taken ones are mostly a prefix of the pool; gallop to a free index, then
+    bisect back to the lowest one before it. None when every index looked at is taken (the
+    caller then reads them all, to find a hole or to say the pool is full)."""
+
+    async def free(index: int) -> bool:
+        key = lease_key(pool.network_id, pool.subnet_at(index))
+        return await tx.get_by_lookup(LEASE, key) is None
+
+    if await free(0):
+        return 0
+    taken, step, last = 0, 1, pool.capacity - 1
+    while True:
+        probe = min(step, last)
+        if await free(probe):
+            break
+        if probe == last:
+            return None
+        taken, step = probe, step * 2
+    while probe - taken > 1:
+        middle = (taken + probe) // 2
+        if await free(middle):
+            probe = middle
+        else:
+            taken = middle
+    return probe
 
 
 async def host_subnets(reader: Reader, network_id: int) -> dict[int, IPv4Network]:

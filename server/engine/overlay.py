@@ -173,16 +173,17 @@ def digest(value: Any) -> str:
 
 @dataclass(frozen=True)
 class HostTarget:
-    """One host's desired overlay state (or why it has none)."""
+    """One host's desired overlay state, or why it has none (kept for every host, so it
+    holds no record: ids and the payload only)."""
 
-    host: Record
+    host_id: int
     payload: NetworkApply | None
     problem: str | None = None
 
-    @property
-    def capable(self) -> bool:
-        """Whether its agent says it carries out ``network.apply`` (older agents do not)."""
-        return INSTRUCTION in (self.host.data.get(CAPABILITIES_KEY) or ())
+
+def capable(host: Record) -> bool:
+    """Whether the host's agent says it carries out ``network.apply`` (older ones do not)."""
+    return INSTRUCTION in (host.data.get(CAPABILITIES_KEY) or ())
 
 
 def desired_states(managed: ManagedNetwork, hosts: Iterable[Record],
@@ -218,15 +219,14 @@ def desired_states(managed: ManagedNetwork, hosts: Iterable[Record],
     out: dict[int, HostTarget] = {}
     for host in live:
         if host.id in problems:
-            out[host.id] = HostTarget(host, None, problems[host.id])
+            out[host.id] = HostTarget(host.id, None, problems[host.id])
             continue
-        target = HostTarget(host, None)
-        if not target.capable:
-            out[host.id] = target
+        if not capable(host):
+            out[host.id] = HostTarget(host.id, None)
             continue
         policy = OverlayPolicy() if managed.open else host_policy(
             managed.default_action, managed.policy, everyone, host.id)
-        out[host.id] = HostTarget(host, versioned(NetworkApply(
+        out[host.id] = HostTarget(host.id, versioned(NetworkApply(
             subnet=str(subnets[host.id]), underlay_ip=str(host.data["agentIpAddress"]),
             pool=str(managed.pool.cidr), vni=managed.vni, port=managed.port,
             mtu=managed.mtu, peers=peers, policy=policy), peers_digest))
@@ -417,10 +417,16 @@ class OverlayController:
         self._targets.update(targets)
         self._project_hosts[project_id] = set(targets)
         self._forget(before - set(targets))
-        for target in targets.values():
-            # A host that has not said hello yet has no address to complain about.
-            if target.problem is not None and target.host.data.get("agentIpAddress"):
-                await self._record(target.host, None, f"Network: {target.problem}")
+        for host in hosts:
+            # A host that has not said hello yet has no address to complain about; one that
+            # shows the problem already is not written to (nor read) again.
+            problem = targets[host.id].problem
+            error = f"Network: {problem}" if problem is not None else None
+            if error is not None and host.data.get("agentIpAddress") and \
+                    host.data.get("networkError") != error:
+                await self._record(host.id, None, error)
+            elif error is None and host.data.get("networkError") and not capable(host):
+                await self._record(host.id, None, None)  # solved; no apply will clear it
 
     def _forget(self, host_ids: Iterable[int]) -> None:
         for host_id in host_ids:
@@ -432,9 +438,12 @@ class OverlayController:
         """Every host's subnet; hosts without one (registered before the network existed,
         or when the pool was full) get one now."""
         subnets = await ipam.host_subnets(self._store, managed.network.id)
+        room = managed.pool.capacity - len(subnets)
         for host in hosts:
             if host.id in subnets:
                 continue
+            if room <= 0:  # the pool is full: those left get none (and show it)
+                break
 
             async def lease(tx: Transaction, host: Record = host) -> IPv4Network | None:
                 try:
@@ -447,14 +456,17 @@ class OverlayController:
                 subnet = await self._store.transact(lease)
                 if subnet is not None:
                     subnets[host.id] = subnet
+                    room -= 1
+                else:
+                    room = 0
         return subnets
 
     def _dispatch(self) -> None:
         hub, now = self._services.hub, time.monotonic()
         for host_id in hub.connected_hosts():
             target = self._targets.get(host_id)
-            if target is None or target.payload is None or not target.capable or \
-                    host_id in self._inflight or self._retry_at.get(host_id, 0.0) > now:
+            if target is None or target.payload is None or host_id in self._inflight or \
+                    self._retry_at.get(host_id, 0.0) > now:
                 continue
             key = (hub.session_id(host_id), target.payload.version)
             if self._sent.get(host_id) == key:
@@ -462,28 +474,31 @@ class OverlayController:
             self._inflight[host_id] = asyncio.create_task(self._send(target, key))
 
     async def _send(self, target: HostTarget, key: tuple[int | None, str]) -> None:
-        host, payload = target.host, target.payload
+        host_id, payload = target.host_id, target.payload
         assert payload is not None
         try:
+            host = await self._store.get(host_id)
+            if host is None or host.removed is not None:
+                return
             reply = await self._services.instructions.send(
                 host, INSTRUCTION, payload, NetworkApplied, timeout=APPLY_TIMEOUT)
         except HostNotConnected:
             pass  # a new session gets the state anyway
         except InstructionError as exc:
-            log.info("[host 1h%s] overlay: %s", host.id, exc)
-            self._retry_at[host.id] = time.monotonic() + RETRY_SECONDS
-            await self._record(host, None, f"Network: {exc}")
+            log.info("[host 1h%s] overlay: %s", host_id, exc)
+            self._retry_at[host_id] = time.monotonic() + RETRY_SECONDS
+            await self._record(host_id, None, f"Network: {exc}")
         else:
-            self._sent[host.id] = key
-            self._retry_at.pop(host.id, None)
-            await self._record(host, reply.version, None)
+            self._sent[host_id] = key
+            self._retry_at.pop(host_id, None)
+            await self._record(host_id, reply.version, None)
         finally:
-            self._inflight.pop(host.id, None)
+            self._inflight.pop(host_id, None)
             self._wake.set()
 
-    async def _record(self, host: Record, version: str | None, error: str | None) -> None:
+    async def _record(self, host_id: int, version: str | None, error: str | None) -> None:
         """The host's overlay outcome, written only when it differs from what is stored."""
-        current = await self._store.get(host.id)
+        current = await self._store.get(host_id)
         if current is None or current.removed is not None:
             return
         changes: dict[str, Any] = {}
@@ -493,4 +508,4 @@ class OverlayController:
             changes["networkVersion"] = version
         if changes:
             with contextlib.suppress(Conflict):
-                await self._store.update(host.id, {}, changes)
+                await self._store.update(host_id, {}, changes)

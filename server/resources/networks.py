@@ -404,7 +404,7 @@ async def _lease_again(tx: Transaction, network: Record, options: Mapping[str, A
     pool = ipam.Pool.parse(network.id, str(options["subnetPool"]),
                            int(options["hostSubnetPrefix"]))
     hosts = await tx.list(live(["host"], network.project_id))
-    room = 2 ** (pool.prefix - pool.cidr.prefixlen)
+    room = pool.capacity
     if len(hosts) > room:
         raise invalid("InvalidOption", field, f"subnetPool: {pool.cidr} holds {room} "
                       f"/{pool.prefix} subnet(s), one per host, and this environment has "

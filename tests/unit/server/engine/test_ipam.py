@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -81,6 +82,21 @@ async def test_a_purged_hosts_subnet_and_addresses_are_leased_again(store: SqlSt
     assert await store.transact(purge) == 2
     assert await subnet_of(store, 2) == subnet
     assert await address_of(store, subnet, 2, 200) == IPv4Address("10.42.0.2")
+
+
+async def test_a_subnet_given_back_is_found_again_wherever_it_lies(store: SqlStore) -> None:
+    """Subnets are looked for by probing a few keys (taken ones are mostly a prefix of the
+    pool); a hole the probes miss is still found, by reading every lease."""
+    eight = pool("10.42.0.0/21", 24)
+    got = [str(await subnet_of(store, host, eight)) for host in range(1, 9)]
+    assert got == [f"10.42.{i}.0/24" for i in range(8)]
+
+    for host in (2, 6):  # 10.42.1.0 (probed) and 10.42.5.0 (between the probes)
+        await store.transact(partial(ipam.release_host, host_id=host))
+    assert str(await subnet_of(store, 20, eight)) == "10.42.1.0/24"
+    assert str(await subnet_of(store, 21, eight)) == "10.42.5.0/24"
+    with pytest.raises(ipam.PoolExhausted):
+        await subnet_of(store, 22, eight)
 
 
 async def test_containers_get_distinct_addresses_and_a_released_one_comes_back(
