@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 from server.api.errors import invalid
 from server.engine import ipam
 from server.engine.network_policy import Member, host_policy
-from server.engine.placement_view import list_all
 from server.feed import FeedClosed, ResumeTooOld
 from server.resources.container_links import primary_address
 from server.resources.network_rules import VXLAN_DEFAULTS
 from server.store import Condition, Conflict, Query, Record, Store, Transaction
 from server.store.interface import Reader
+from server.store.paging import list_all
 from shared.errors import HostNotConnected, InstructionError
 from shared.overlay import NetworkApplied, NetworkApply, OverlayPeer, OverlayPolicy
 
@@ -54,6 +54,9 @@ MANAGED_KEY = "defaultNetworkId"
 CAPABILITIES_KEY = "agentInstructions"
 SETTLE_SECONDS = 0.05
 """How long a marked environment waits for more changes before it is computed again."""
+COMPUTE_SHARE = 3.0
+"""The pause before computing again, as a multiple of the last computation's time: at most
+a quarter of the server's time goes to it however fast the changes come."""
 RETRY_SECONDS = 5.0
 APPLY_TIMEOUT = 120.0
 SESSION_CHECK_SECONDS = 0.5
@@ -209,9 +212,12 @@ def desired_states(managed: ManagedNetwork, hosts: Iterable[Record],
     for address, sharing in by_address.items():
         if len(sharing) > 1:  # neither can be told apart as a VXLAN endpoint
             for host_id in sharing:
-                others = ", ".join(f"1h{h}" for h in sharing if h != host_id)
+                # Named from the group's first four: the group may hold every host.
+                others = [f"1h{h}" for h in sharing[:4] if h != host_id][:3]
+                rest = len(sharing) - 1 - len(others)
+                named = ", ".join(others) + (f" and {rest} more" if rest else "")
                 problems[host_id] = (f"the host's address {address} is also reported by "
-                                     f"{others}; give each host its own (--agent-ip)")
+                                     f"{named}; give each host its own (--agent-ip)")
     peers = tuple(OverlayPeer(str(subnets[h.id]), str(h.data["agentIpAddress"]))
                   for h in sorted(live, key=lambda h: h.id) if h.id not in problems)
     peers_digest = digest([p.dump() for p in peers])
@@ -273,6 +279,7 @@ class OverlayController:
         self._retry_at: dict[int, float] = {}
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_compute = 0.0
 
     async def start(self) -> None:
         position = self._services.feed.position
@@ -382,8 +389,12 @@ class OverlayController:
                     await self._wake.wait()
             self._wake.clear()
             if self._dirty:
-                await asyncio.sleep(SETTLE_SECONDS)
+                # Computing an environment of n hosts reads them all: while hosts keep
+                # registering, computing again at once would take the whole server, so the
+                # pause before the next one grows with the time the last one took.
+                await asyncio.sleep(max(SETTLE_SECONDS, COMPUTE_SHARE * self._last_compute))
                 dirty, self._dirty = self._dirty, set()
+                started = time.monotonic()
                 for project_id in sorted(dirty):
                     try:
                         await self._compute(project_id)
@@ -391,6 +402,7 @@ class OverlayController:
                         log.exception("overlay: could not compute environment %s; trying "
                                       "again shortly", project_id)
                         self._dirty.add(project_id)
+                self._last_compute = time.monotonic() - started
             self._dispatch()
 
     async def _compute(self, project_id: int) -> None:
@@ -418,15 +430,15 @@ class OverlayController:
         self._project_hosts[project_id] = set(targets)
         self._forget(before - set(targets))
         for host in hosts:
-            # A host that has not said hello yet has no address to complain about; one that
-            # shows the problem already is not written to (nor read) again.
+            # Only a host whose agent takes part shows a problem (an older agent's host has
+            # no overlay to be wrong about); one that shows it already is not written again.
             problem = targets[host.id].problem
-            error = f"Network: {problem}" if problem is not None else None
-            if error is not None and host.data.get("agentIpAddress") and \
-                    host.data.get("networkError") != error:
+            error = f"Network: {problem}" if problem is not None and capable(host) else None
+            if error is not None and host.data.get("networkError") != error:
                 await self._record(host.id, None, error)
-            elif error is None and host.data.get("networkError") and not capable(host):
-                await self._record(host.id, None, None)  # solved; no apply will clear it
+            elif error is None and host.data.get("networkError") and \
+                    (problem is not None or not capable(host)):
+                await self._record(host.id, None, None)
 
     def _forget(self, host_ids: Iterable[int]) -> None:
         for host_id in host_ids:

@@ -21,10 +21,10 @@ from server.engine.placement_view import (
     PlacementView,
     Taken,
     candidate,
-    list_all,
     reservation,
 )
 from server.store import Condition, Query, Record, Store, Transaction
+from server.store.paging import list_all
 from shared.ids import format_id, parse_id
 
 if TYPE_CHECKING:

@@ -20,26 +20,14 @@ from server import scheduler
 from server.api.errors import ValidationError
 from server.feed import FeedClosed, ResumeTooOld
 from server.resources.container_spec import reserved_memory
-from server.store import Change, Condition, Query, Record, Store, Transaction
+from server.store import Change, Condition, Query, Record, Store
+from server.store.paging import list_all
 from shared.ids import format_id
 
 if TYPE_CHECKING:
     from server.feed import ChangeFeed
 
 log = logging.getLogger(__name__)
-PAGE = 500
-
-
-async def list_all(store: Store | Transaction, query: Query) -> list[Record]:
-    """Every record a query matches, page by page."""
-    out: list[Record] = []
-    offset = 0
-    while True:
-        page = await store.list(Query(**{**query.__dict__, "limit": PAGE, "offset": offset}))
-        out.extend(page)
-        if len(page) < PAGE:
-            return out
-        offset += PAGE
 
 
 def reservation(spec: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[int, int]:

@@ -18,9 +18,9 @@ from server.api.types import now_ms
 from server.engine import ipam
 from server.engine.instances import resting_state, summary_fields
 from server.engine.overlay import managed_network
-from server.engine.placement_view import list_all
 from server.resources.volumes import release_mounts
 from server.store import Condition, NewRecord, Query, Record, Transaction
+from server.store.paging import list_all
 from shared import protocol
 from shared.containers import ContainerState, ContainerStatus
 from shared.errors import InstructionError, ProtocolError
