@@ -458,19 +458,22 @@ class OverlayController:
                 break
 
             async def lease(tx: Transaction, host: Record = host) -> IPv4Network | None:
-                try:
-                    return await ipam.lease_subnet(tx, managed.pool, host.id,
-                                                   host.project_id)
-                except ipam.PoolExhausted:
+                # Locked, as its removal locks it: a host removed since the list was read
+                # (its leases released) must not get one again.
+                current = await tx.lock(host.id)
+                if current is None or current.removed is not None:
                     return None
+                return await ipam.lease_subnet(tx, managed.pool, host.id, host.project_id)
 
-            with contextlib.suppress(Conflict):
+            try:
                 subnet = await self._store.transact(lease)
-                if subnet is not None:
-                    subnets[host.id] = subnet
-                    room -= 1
-                else:
-                    room = 0
+            except Conflict:
+                continue  # another server leased for it meanwhile: read next time
+            except ipam.PoolExhausted:
+                break  # full after all (another server's hosts took the rest)
+            if subnet is not None:
+                subnets[host.id] = subnet
+                room -= 1
         return subnets
 
     def _dispatch(self) -> None:

@@ -268,3 +268,23 @@ async def test_two_hosts_reporting_one_address_are_both_errors_and_no_peers(
     assert f"also reported by 1h{h2.id}" in first and f"also reported by 1h{h1.id}" in second
     await eventually(lambda: latest(engine, h3), "h3 told")
     assert peers_of(engine, h3) == []
+
+
+async def test_a_host_removed_since_the_hosts_were_read_gets_no_subnet_again(
+        engine: Engine) -> None:
+    """The controller reads the hosts, then leases for those without a subnet: one removed
+    in between (its leases released with it) must not get a new one."""
+    h1 = await host(engine, "h1", "192.168.5.1")
+    managed = await managed_network(engine.store, engine.project.id)
+    assert managed is not None
+
+    async def leased() -> Any:
+        return (await ipam.host_subnets(engine.store, managed.network.id)).get(h1.id)
+
+    await until(leased, "h1's subnet")
+    stale = await engine.get(h1)
+    await engine.act(h1, "deactivate")
+    await engine.act(h1, "remove")
+    assert await leased() is None
+    subnets = await engine.services.overlay._subnets(managed, [stale])
+    assert h1.id not in subnets and await leased() is None
