@@ -25,7 +25,7 @@ from server.api.throttle import CredentialKind
 from server.api.validation import check_body
 from server.api.web import json_response, origin, read_json
 from server.engine.ipam import PoolExhausted
-from server.engine.overlay import lease_host_subnet
+from server.engine.overlay_state import lease_host_subnet
 from server.resources.hosts import HOST
 from server.resources.volumes import create_local_pool
 from server.security import digest, new_access_key, new_secret_key

@@ -18,10 +18,10 @@ from ipaddress import IPv4Address, IPv4Network
 from server.api.types import now_ms
 from server.store import Condition, Conflict, NewRecord, Query, Record, Transaction
 from server.store.interface import Reader
+from server.store.paging import list_all
 
 LEASE = "ipLease"
 SUBNET, ADDRESS = "subnet", "address"
-PAGE = 1000
 
 
 class PoolExhausted(Exception):
@@ -74,17 +74,9 @@ def host_addresses(subnet: IPv4Network) -> Iterator[IPv4Address]:
 
 
 async def _taken(tx: Transaction, network_id: int, kind: str) -> set[str]:
-    keys: set[str] = set()
-    offset = 0
-    while True:
-        page = await tx.list(Query(
-            types=[LEASE], conditions=[Condition("lookup_key", "prefix", f"{network_id}:"),
-                                       Condition("kind", "eq", kind)],
-            limit=PAGE, offset=offset))
-        keys.update(r.lookup_key for r in page if r.lookup_key is not None)
-        if len(page) < PAGE:
-            return keys
-        offset += PAGE
+    leases = await list_all(tx, Query(types=[LEASE], conditions=[
+        Condition("lookup_key", "prefix", f"{network_id}:"), Condition("kind", "eq", kind)]))
+    return {r.lookup_key for r in leases if r.lookup_key is not None}
 
 
 async def _take(tx: Transaction, network_id: int, kind: str, candidates: Iterator[str],
@@ -160,20 +152,11 @@ async def _probably_free(tx: Transaction, pool: Pool) -> int | None:
 
 async def host_subnets(reader: Reader, network_id: int) -> dict[int, IPv4Network]:
     """Every host's subnet of the network, by host id."""
-    out: dict[int, IPv4Network] = {}
-    offset = 0
-    while True:
-        page = await reader.list(Query(
-            types=[LEASE], conditions=[Condition("lookup_key", "prefix", f"{network_id}:"),
-                                       Condition("kind", "eq", SUBNET)],
-            limit=PAGE, offset=offset))
-        for lease in page:
-            host_id = lease.data.get("hostId")
-            if isinstance(host_id, int) and lease.name and lease.lookup_key is not None:
-                out[host_id] = IPv4Network(lease.name)
-        if len(page) < PAGE:
-            return out
-        offset += PAGE
+    leases = await list_all(reader, Query(types=[LEASE], conditions=[
+        Condition("lookup_key", "prefix", f"{network_id}:"), Condition("kind", "eq", SUBNET)]))
+    return {lease.data["hostId"]: IPv4Network(lease.name) for lease in leases
+            if isinstance(lease.data.get("hostId"), int) and lease.name
+            and lease.lookup_key is not None}
 
 
 async def host_subnet(tx: Transaction, network_id: int, host_id: int) -> IPv4Network | None:
@@ -230,15 +213,8 @@ async def release_instance(tx: Transaction, host_id: int, instance_id: int) -> i
 
 async def address_leases(reader: Reader, network_id: int) -> list[Record]:
     """Every container address the network has leased."""
-    out: list[Record] = []
-    while True:
-        page = await reader.list(Query(
-            types=[LEASE], conditions=[Condition("lookup_key", "prefix", f"{network_id}:"),
-                                       Condition("kind", "eq", ADDRESS)],
-            limit=PAGE, offset=len(out)))
-        out += page
-        if len(page) < PAGE:
-            return out
+    return await list_all(reader, Query(types=[LEASE], conditions=[
+        Condition("lookup_key", "prefix", f"{network_id}:"), Condition("kind", "eq", ADDRESS)]))
 
 
 async def release_lease(tx: Transaction, lease_id: int) -> bool:
@@ -261,15 +237,10 @@ async def release_host(tx: Transaction, host_id: int) -> int:
 
 
 async def _leases_of_host(tx: Transaction, host_id: int, kind: str) -> list[Record]:
-    conditions = [Condition("hostId", "eq", host_id, "int"), Condition("kind", "eq", kind),
-                  Condition("removed", "null")]
-    leases: list[Record] = []
-    while True:  # a host's subnet may hold more than a page of addresses
-        page = await tx.list(Query(types=[LEASE], conditions=conditions, limit=PAGE,
-                                   offset=len(leases)))
-        leases += page
-        if len(page) < PAGE:
-            return leases
+    # Paged: a host's subnet may hold more than a page of addresses.
+    return await list_all(tx, Query(types=[LEASE], conditions=[
+        Condition("hostId", "eq", host_id, "int"), Condition("kind", "eq", kind),
+        Condition("removed", "null")]))
 
 
 async def _release(tx: Transaction, lease: Record) -> None:

@@ -24,7 +24,7 @@ from server.engine.instances import (
     settled,
     stop_on_host,
 )
-from server.engine.overlay import lease_container_address
+from server.engine.overlay_state import lease_container_address
 from server.engine.runner import Outcome
 from server.resources.container_spec import MANAGED, RESERVED_LABELS, volume_names
 from server.resources.volumes import named_volume_hosts

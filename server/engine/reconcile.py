@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from server.api.types import now_ms
 from server.engine import ipam
 from server.engine.instances import resting_state, summary_fields
-from server.engine.overlay import managed_network
+from server.engine.overlay_state import managed_network
 from server.resources.volumes import release_mounts
 from server.store import Condition, NewRecord, Query, Record, Transaction
 from server.store.paging import list_all

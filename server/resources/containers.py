@@ -18,7 +18,7 @@ from server.api.render import iso
 from server.api.schema import Field, Schema, Scope
 from server.api.types import Linked, ResourceType, entered
 from server.caller import Caller
-from server.engine.overlay import lease_container_address
+from server.engine.overlay_state import lease_container_address
 from server.resources.container_fields import CAPABILITY_OPTIONS
 from server.resources.container_lifecycle import (
     CONTAINER_LIFECYCLE,

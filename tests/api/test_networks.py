@@ -18,7 +18,7 @@ from server.api.handlers import SERVICES
 from server.app import create_app
 from server.config import Settings
 from server.engine import ipam
-from server.engine.overlay import managed_network
+from server.engine.overlay_state import managed_network
 from server.store import NewRecord
 from shared.ids import format_id
 from tests.api import agent_double

@@ -13,7 +13,7 @@ import pytest
 
 from server import operations
 from server.engine import ipam, overlay
-from server.engine.overlay import managed_network
+from server.engine.overlay_state import managed_network
 from server.store import Condition, Query, Record
 from shared import protocol
 from shared.errors import InstructionError
