@@ -156,7 +156,10 @@ class ResourceType:
                         data: Mapping[str, Any] | None = None,
                         target: str | None = None) -> Record:
         """Enter the step's transitional state and hand it to the runner, or reach its target
-        at once (``target`` overrides the table's, for targets known only now)."""
+        at once (``target`` overrides the table's, for targets known only now).
+
+        The step was chosen for the state ``record`` is in: it holds if the record is still
+        in it, whatever background writes (facts, health, network versions) did meanwhile."""
         if row.transitional is not None:
             runner = caller.services.runner
             operation = row.operation
@@ -165,7 +168,7 @@ class ResourceType:
             async def enter(tx: Transaction) -> tuple[Record, bool]:
                 updated = await tx.update(record.id, entered(row.transitional or "",
                                                              transitional=True),
-                                          data, expected_version=record.version)
+                                          data, expected_state=record.state)
                 return updated, await runner.claim_in(tx, record.id, operation)
 
             try:
@@ -174,7 +177,11 @@ class ResourceType:
                 raise ApiConflict(str(exc)) from exc
             runner.submit(updated.id, claimed=claimed)
             return updated
-        updated = await self.write(caller, record, entered(target or row.target), data)
+        try:
+            updated = await caller.store.update(record.id, entered(target or row.target), data,
+                                                expected_state=record.state)
+        except Conflict as exc:
+            raise ApiConflict(str(exc)) from exc
         await self.after_step(caller, updated, row)
         return updated
 

@@ -206,6 +206,8 @@ class Transaction(Reader, Protocol):
         changes: Mapping[str, Any],
         data: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
+        *,
+        expected_state: str | None = None,
     ) -> Record: ...
 
     async def lock(self, record_id: int) -> Record | None:
@@ -248,11 +250,14 @@ class Store(Reader, Protocol):
         data: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
         *,
+        expected_state: str | None = None,
         actor: Actor = SYSTEM,
     ) -> Record:
         """Set ``changes`` (columns) and merge ``data`` into the data map.
 
-        With ``expected_version``, raise Conflict unless the record is still at that version.
+        With ``expected_version``, raise Conflict unless the record is still at that version;
+        with ``expected_state``, unless it is still in that state (a lifecycle step checked
+        against the state it was chosen in, whatever else was written meanwhile).
         A key of ``data`` whose value is None is removed from the map.
         """
         ...

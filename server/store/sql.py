@@ -175,10 +175,12 @@ class SqlStore:
         data: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
         *,
+        expected_state: str | None = None,
         actor: Actor = SYSTEM,
     ) -> Record:
         async def work(tx: SqlTransaction) -> Record:
-            return await tx.update(record_id, changes, data, expected_version)
+            return await tx.update(record_id, changes, data, expected_version,
+                                   expected_state=expected_state)
 
         return await self.transact(work, actor=actor)  # type: ignore[arg-type]
 

@@ -103,6 +103,8 @@ class SqlTransaction:
         changes: Mapping[str, Any],
         data: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
+        *,
+        expected_state: str | None = None,
     ) -> Record:
         unknown = set(changes) - COLUMNS
         if unknown:
@@ -112,6 +114,9 @@ class SqlTransaction:
             raise NotFoundError(f"record {record_id} does not exist")
         if expected_version is not None and current.version != expected_version:
             raise Conflict(f"{current.type} {record_id} was changed by someone else")
+        if expected_state is not None and current.state != expected_state:
+            raise Conflict(f"{current.type} {record_id} is {current.state} now, "
+                           f"no longer {expected_state}")
         values: dict[str, Any] = {name: getattr(current, name) for name in COLUMNS}
         values["data"] = current.data
         values.update(changes)

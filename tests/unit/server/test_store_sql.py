@@ -298,6 +298,17 @@ async def test_update_with_a_stale_version_is_a_conflict_and_changes_nothing(
     assert announced == [record, current]
 
 
+async def test_update_with_the_expected_state_ignores_other_writes_but_not_a_new_state(
+        store: SqlStore) -> None:
+    record = await store.create(widget(data={"a": 1}))
+    await store.update(record.id, {}, {"fact": 2})  # a background write: the state holds
+    moved = await store.update(record.id, {"state": "inactive"}, expected_state="active")
+    assert moved.state == "inactive" and moved.data == {"a": 1, "fact": 2}
+    with pytest.raises(Conflict, match="is inactive now, no longer active"):
+        await store.update(record.id, {"state": "removed"}, expected_state="active")
+    assert await store.get(record.id) == moved
+
+
 async def test_update_of_a_missing_record_is_not_found(store: SqlStore) -> None:
     with pytest.raises(NotFoundError, match="12345"):
         await store.update(12345, {"name": "x"})

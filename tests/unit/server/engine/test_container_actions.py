@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from server import operations
+from server.api.errors import Conflict
 from server.resources.containers import CONTAINER
 from server.store import Change, Condition, Query, Record
 from shared.errors import InstructionError
@@ -264,3 +265,18 @@ async def test_a_stop_after_a_failed_stop_and_remove_does_not_remove(engine: Eng
     await engine.act(failed, "stop")
     await engine.settle()
     assert (await engine.get(container)).state == "stopped"
+
+
+async def test_an_action_holds_through_background_writes_but_not_through_a_new_state(
+        engine: Engine) -> None:
+    """A client acts on the record it read; Corral's own writes since (facts, health, network
+    versions) must not turn that into a 409, a state change must."""
+    await engine.add_host()
+    container = await running(engine)
+    read = await engine.get(container)
+    await engine.store.update(container.id, {}, {"healthCheckedAt": 1})
+    stopping = await operations.act(engine.caller, read, "stop")
+    assert isinstance(stopping, Record) and stopping.state == "stopping"
+    await engine.settle()
+    with pytest.raises(Conflict, match="is stopped now, no longer running"):
+        await operations.act(engine.caller, read, "stop")
