@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from server import operations
-from server.engine import ipam, overlay
+from server.engine import ipam, pusher
 from server.engine.overlay_state import managed_network
 from server.store import Condition, Query, Record
 from shared import protocol
@@ -125,7 +125,7 @@ async def test_agents_that_do_not_carry_it_out_are_not_sent_it(engine: Engine) -
 
 async def test_a_failure_shows_on_the_host_with_the_commands_message_and_is_retried(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(overlay, "RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(pusher, "RETRY_SECONDS", 0.2)
     message = "ip link add corral-vx ... failed: RTNETLINK answers: File exists"
     engine.hub.fail("network.apply", InstructionError(message))
     h1 = await host(engine, "h1", "192.168.5.1")
