@@ -13,7 +13,8 @@ key out where a newer one sends null.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
 
 from shared.errors import CorralError, ErrorCode, InstructionError, ProtocolError
 
@@ -135,3 +136,23 @@ class Fields:
             raise self._fail(key, "a list")
         return tuple(parse(Fields(item, f"{self.where}.{key}[{i}]", self.refuse))
                      for i, item in enumerate(value))
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The reply of an instruction that sends a whole desired state (``dns.apply``,
+    ``health.apply``): the version the agent now runs."""
+
+    version: str
+
+    @classmethod
+    def parse(cls, obj: object, where: str = "reply data",
+              refuse: Refuse = protocol_error) -> Self:
+        return cls.read(Fields(obj, where, refuse))
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.text("version"))
+
+    def dump(self) -> JsonObject:
+        return {"version": self.version}

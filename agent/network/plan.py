@@ -18,7 +18,13 @@ What each piece is for:
   rewritten rather than patched. An ACCEPT there accepts for the whole FORWARD chain; what
   RETURNs goes on to CORRAL-FORWARD's own rules;
 - ``CORRAL-NAT``, jumped to from nat ``POSTROUTING``: the Docker network's masquerade is off so
-  that peers see containers' real addresses; only traffic leaving the pool is masqueraded.
+  that peers see containers' real addresses; only traffic leaving the pool is masqueraded;
+- the discovery DNS address (``169.254.169.250/32``) on the bridge, where the agent's responder
+  (``agent.dns``) listens: containers reach it through their default route, the bridge's
+  gateway. Their queries are for the host itself, so they go through INPUT, never FORWARD:
+  CORRAL-POLICY (reached from FORWARD only) cannot drop them, whatever the policy says. The
+  address goes with the bridge when the network is removed or recreated (dockerd may also drop
+  it when it sets the bridge up again), and is added back with it.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import dataclasses
 from collections.abc import Iterable
 from ipaddress import IPv4Network
 
-from agent.network.config import DEVICE, NETWORK, OverlayConfig, Peer, check_peers
+from agent.network.config import BRIDGE, DEVICE, NETWORK, OverlayConfig, Peer, check_peers
 from agent.network.errors import OverlayError
 from agent.network.state import Link, Observed, Route, Table
+from shared.discovery import RESOLVER_ADDRESS
 
 Command = tuple[str, ...]
 
@@ -45,6 +52,7 @@ VXLAN_OVERHEAD = 50  # outer Ethernet, IPv4, UDP and VXLAN headers
 # ICMP errors), never meet the policy's rules.
 ESTABLISHED = ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
 _ANY = IPv4Network("0.0.0.0/0")
+RESOLVER = f"{RESOLVER_ADDRESS}/32"
 
 
 def plan(config: OverlayConfig, peers: Iterable[Peer], observed: Observed) -> list[Command]:
@@ -66,7 +74,9 @@ def plan(config: OverlayConfig, peers: Iterable[Peer], observed: Observed) -> li
     commands += _jump("filter", observed.filter, DOCKER_USER, FORWARD_CHAIN)
     commands += _chain("nat", observed.nat, NAT_CHAIN, nat_rules(config))
     commands += _jump("nat", observed.nat, POSTROUTING, NAT_CHAIN)
-    commands += _network(config, observed)
+    network = _network(config, observed)
+    commands += network
+    commands += _resolver(config, observed, fresh_bridge=bool(network))
     return commands
 
 
@@ -80,14 +90,20 @@ def fit_mtu(config: OverlayConfig, underlay: Link | None) -> OverlayConfig:
     return config if config.mtu <= most else dataclasses.replace(config, mtu=max(most, 576))
 
 
-def plan_teardown(observed: Observed, *, device: str = DEVICE,
-                  network: str = NETWORK) -> list[Command]:
+def plan_teardown(observed: Observed, *, device: str = DEVICE, network: str = NETWORK,
+                  bridge: str = BRIDGE) -> list[Command]:
     """The commands that remove the Docker network, Corral's chains and the VXLAN device
     (its routes, neighbours and FDB entries go with it). CORRAL-POLICY goes after
-    CORRAL-FORWARD, whose flush removes the only jump to it."""
+    CORRAL-FORWARD, whose flush removes the only jump to it. The discovery DNS address goes
+    with the network's bridge; it is removed on its own only from a bridge left without its
+    network."""
     commands: list[Command] = []
     if observed.network is not None:
         commands.append(("docker", "network", "rm", network))
+    else:
+        link = observed.link(bridge)
+        if link is not None and RESOLVER in link.addresses:
+            commands.append(("ip", "addr", "del", RESOLVER, "dev", bridge))
     for table, parent, chain in (("filter", DOCKER_USER, FORWARD_CHAIN),
                                  ("filter", None, POLICY_CHAIN),
                                  ("nat", POSTROUTING, NAT_CHAIN)):
@@ -305,6 +321,15 @@ def _jump(table: str, observed: Table, parent: str, chain: str) -> list[Command]
     commands += [iptables(table, "-D", parent, *jump)] * len(at)
     commands.append(iptables(table, "-I", parent, "1", *jump))
     return commands
+
+
+def _resolver(config: OverlayConfig, observed: Observed, *, fresh_bridge: bool) -> list[Command]:
+    """The command that puts the discovery DNS address on the bridge, unless it is there. A
+    bridge (re)created by this plan (with the network) starts without it."""
+    link = None if fresh_bridge else observed.link(config.bridge)
+    if link is not None and RESOLVER in link.addresses:
+        return []
+    return [("ip", "addr", "add", RESOLVER, "dev", config.bridge)]
 
 
 def _network(config: OverlayConfig, observed: Observed) -> list[Command]:

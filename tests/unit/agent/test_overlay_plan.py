@@ -41,6 +41,7 @@ CREATE_NETWORK = (
     "--opt", "com.docker.network.driver.mtu=1450",
     "--opt", "com.docker.network.bridge.enable_ip_masquerade=false",
     "--label", "io.corral.network=managed", "corral-managed")
+ADD_RESOLVER = ("ip", "addr", "add", "169.254.169.250/32", "dev", "corral0")
 
 
 def cmd(line: str) -> Command:
@@ -67,6 +68,7 @@ FRESH_PLAN = [
      "MASQUERADE"),
     (*IPT_N, "-I", "POSTROUTING", "1", "-j", "CORRAL-NAT"),
     CREATE_NETWORK,
+    ADD_RESOLVER,
 ]
 
 
@@ -74,7 +76,9 @@ FRESH_PLAN = [
 class FakeHost:
     """A simulated host that runs the planner's commands and prints what ``ip -j``, ``bridge
     -j``, ``iptables -S`` and ``docker network`` print. Starts as a stock Docker 20.10 host:
-    eth0 with the underlay address, DOCKER-USER ending in RETURN, Docker's masquerade."""
+    eth0 with the underlay address, DOCKER-USER ending in RETURN, Docker's masquerade. As
+    Docker does, creating a network creates its bridge (with the gateway's address) and
+    removing it removes the bridge."""
 
     links: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "lo": {"kind": None, "mac": "00:00:00:00:00:00", "mtu": 65536, "up": True,
@@ -185,12 +189,17 @@ class FakeHost:
                 if name in self.networks:
                     raise fail
                 options = dict(c[i + 1].split("=", 1) for i, w in enumerate(c) if w == "--opt")
-                self.networks[name] = {"subnet": c[c.index("--subnet") + 1],
-                                       "gateway": c[c.index("--gateway") + 1],
+                subnet, gateway = c[c.index("--subnet") + 1], c[c.index("--gateway") + 1]
+                self.networks[name] = {"subnet": subnet, "gateway": gateway,
                                        "options": options, "driver": c[c.index("--driver") + 1]}
+                self.links[options["com.docker.network.bridge.name"]] = {
+                    "kind": "bridge", "mac": "02:42:0a:2a:01:01", "mtu": 1500, "up": True,
+                    "addrs": {f"{gateway}/{subnet.split('/')[1]}"}, "vxlan": None}
             case ("docker", "network", "rm", name):
-                if self.networks.pop(name, None) is None:
+                network = self.networks.pop(name, None)
+                if network is None:
                     raise fail
+                self.links.pop(network["options"]["com.docker.network.bridge.name"], None)
             case _:
                 raise AssertionError(f"the fake host does not know {shlex.join(c)}")
 
@@ -501,7 +510,7 @@ def test_a_network_missing_after_a_docker_restart_is_recreated() -> None:
     host = FakeHost()
     converge(host, CONFIG, [P2])
     del host.networks["corral-managed"]
-    assert converge(host, CONFIG, [P2]) == [CREATE_NETWORK]
+    assert converge(host, CONFIG, [P2]) == [CREATE_NETWORK, ADD_RESOLVER]
 
 
 def test_a_network_with_other_settings_is_replaced() -> None:
@@ -509,7 +518,37 @@ def test_a_network_with_other_settings_is_replaced() -> None:
     converge(host, CONFIG, [])
     host.networks["corral-managed"]["options"]["com.docker.network.driver.mtu"] = "1500"
     assert converge(host, CONFIG, []) == [cmd("docker network rm corral-managed"),
-                                          CREATE_NETWORK]
+                                          CREATE_NETWORK, ADD_RESOLVER]
+
+
+# the discovery DNS address
+
+
+def test_the_bridge_carries_the_discovery_dns_address_beside_its_gateway() -> None:
+    host = FakeHost()
+    converge(host, CONFIG, [])
+    assert host.links["corral0"]["addrs"] == {"10.42.1.1/24", "169.254.169.250/32"}
+
+
+def test_a_bridge_that_lost_the_discovery_dns_address_gets_it_back_alone() -> None:
+    """dockerd may drop it when it sets the bridge up again after a restart."""
+    host = FakeHost()
+    converge(host, CONFIG, [P2])
+    host.links["corral0"]["addrs"].discard("169.254.169.250/32")
+    assert converge(host, CONFIG, [P2]) == [ADD_RESOLVER]
+
+
+def test_a_deny_policy_cannot_drop_queries_to_the_discovery_dns() -> None:
+    """Queries to 169.254.169.250 are for the host (INPUT); the policy is only reached from
+    FORWARD, and only for traffic into the bridge."""
+    host = FakeHost()
+    converge(host, DENY, [P2])
+    filter_table = host.tables["filter"]
+    assert filter_table["INPUT"] == []
+    jumps = [chain for chain, rules in filter_table.items()
+             if any("CORRAL-POLICY" in rule for rule in rules)]
+    assert jumps == ["CORRAL-FORWARD"]
+    assert not any("169.254" in word for rule in filter_table["CORRAL-POLICY"] for word in rule)
 
 
 # teardown
@@ -533,6 +572,13 @@ def test_teardown_removes_the_network_the_chains_and_the_device() -> None:
     assert host.tables == FakeHost().tables
     assert host.links.keys() == {"lo", "eth0"} and not host.networks
     assert plan_teardown(host.observed()) == []
+
+
+def test_teardown_takes_the_dns_address_off_a_bridge_left_without_its_network() -> None:
+    host = FakeHost()
+    converge(host, CONFIG, [])
+    del host.networks["corral-managed"]
+    assert plan_teardown(host.observed())[0] == cmd("ip addr del 169.254.169.250/32 dev corral0")
 
 
 # the policy
