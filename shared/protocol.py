@@ -4,7 +4,8 @@ Phases: the agent opens ``/v1/agent/connect`` with its credentials in the HTTP h
 sends ``hello`` with its host facts, and receives ``welcome``. From then on the server sends
 ``request`` messages (instructions) and the agent answers each with ``progress`` messages and
 exactly one ``reply`` naming the request. The agent sends ``facts`` with the sections of its
-facts that changed. Liveness uses websocket ping/pong frames, not messages.
+facts that changed, and ``healthReport`` with the health states of the containers it checks
+(``shared.health``) as they change. Liveness uses websocket ping/pong frames, not messages.
 
 This module is pure: ``parse`` turns text into a message or raises ProtocolError, ``dump``
 turns a message into text.
@@ -37,8 +38,12 @@ FRAME_LIMITS: dict[str, int] = {
     "containerEvent": 64 * KIB,
     "inventory": MAX_FRAME_BYTES,
     "streamData": 512 * KIB,
+    "healthReport": 256 * KIB,
 }
 SMALL_FRAME_LIMIT = 16 * KIB  # any other type
+# Results in one healthReport: an agent checking more containers sends several reports. A
+# result is at most about 250 bytes of JSON (shared.health bounds its fields), so 1000 fit.
+MAX_HEALTH_RESULTS = 1000
 
 JsonObject = dict[str, Any]
 
@@ -170,7 +175,17 @@ class StreamClose:
     type: Literal["streamClose"] = "streamClose"
 
 
-AgentMessage = Hello | Facts | Progress | Reply | ContainerEvent | Inventory | StreamData
+@dataclass(frozen=True)
+class HealthReport:
+    """Health states of containers the agent checks that changed (or all of them, after a
+    reconnection); each result is a ``shared.health.HealthResult`` object."""
+
+    results: list[JsonObject]
+    type: Literal["healthReport"] = "healthReport"
+
+
+AgentMessage = Hello | Facts | Progress | Reply | ContainerEvent | Inventory | StreamData | \
+    HealthReport
 ServerMessage = Welcome | Request | StreamData | StreamResize | StreamClose
 Message = AgentMessage | ServerMessage
 
@@ -286,6 +301,14 @@ def parse(text: str | bytes) -> Message:
             if not all(isinstance(c, dict) for c in containers):
                 raise ProtocolError("field 'containers' must be a list of objects")
             return Inventory(containers=containers)
+        case "healthReport":
+            results = _require(obj, "results", list)
+            if len(results) > MAX_HEALTH_RESULTS:
+                raise ProtocolError(f"field 'results' may hold at most {MAX_HEALTH_RESULTS} "
+                                    "results; send several reports")
+            if not all(isinstance(r, dict) for r in results):
+                raise ProtocolError("field 'results' must be a list of objects")
+            return HealthReport(results=results)
         case "streamData":
             return StreamData(stream_id=_require(obj, "streamId", str),
                               data=_require(obj, "data", str))
@@ -326,6 +349,8 @@ def dump(message: Message) -> str:
             obj = {"event": message.event, "container": message.container, "time": message.time}
         case Inventory():
             obj = {"containers": message.containers}
+        case HealthReport():
+            obj = {"results": message.results}
         case StreamData():
             obj = {"streamId": message.stream_id, "data": message.data}
         case StreamResize():

@@ -11,10 +11,13 @@ import pytest
 
 from shared import protocol
 from shared.errors import ErrorCode, ProtocolError
+from shared.health import MAX_MESSAGE, HealthResult, HealthState
 from shared.protocol import (
     MAX_FRAME_BYTES,
+    MAX_HEALTH_RESULTS,
     ContainerEvent,
     Facts,
+    HealthReport,
     Hello,
     Inventory,
     Progress,
@@ -54,6 +57,9 @@ GOLDEN: dict[str, protocol.Message] = {
     "stream_data": StreamData(stream_id="req-9", data="aGVsbG8K"),
     "stream_resize": StreamResize(stream_id="req-9", cols=120, rows=40),
     "stream_close": StreamClose(stream_id="req-9"),
+    "health_report": HealthReport(results=[
+        {"uuid": "0b7c", "state": "unhealthy", "message": "HTTP 503", "at": 1795781000.5},
+        {"uuid": "5e1d", "state": "healthy", "message": None, "at": 1795781001.25}]),
 }
 
 # Further shapes worth a round trip: defaults, nulls, unicode, every error code.
@@ -64,6 +70,7 @@ VARIANTS: list[protocol.Message] = [
     Request(id="r", name="instance.start", resource_type="instance", resource_id="1i9"),
     Progress(request_id="r", message="pulling ubuntu:22.04 \u2014 50 % \u00e9t\u00e9"),
     Reply(request_id="r"),
+    HealthReport(results=[]),
     *(Reply(request_id="r", error=ReplyError(code, f"failed with {code}")) for code in ErrorCode),
 ]
 
@@ -218,6 +225,14 @@ MALFORMED: list[tuple[str, str | bytes, str]] = [
     ("reply error without code", reply_with_error({"message": "m"}), "'code'"),
     ("reply error code a number", reply_with_error({"code": 5, "message": "m"}), "'code'"),
     ("reply error without message", reply_with_error({"code": "internal"}), "'message'"),
+    ("healthReport without results", without("health_report", "results"), "'results'"),
+    ("healthReport results an object", with_value("health_report", "results", {}),
+     "'results' must be a list"),
+    ("healthReport results of strings", with_value("health_report", "results", ["0b7c"]),
+     "'results' must be a list of objects"),
+    ("healthReport with too many results",
+     with_value("health_report", "results", [{}] * (MAX_HEALTH_RESULTS + 1)),
+     f"at most {MAX_HEALTH_RESULTS} results"),
     # size
     ("text over the limit", "x" * (MAX_FRAME_BYTES + 1), f"larger than {MAX_FRAME_BYTES}"),
     ("bytes over the limit", b" " * (MAX_FRAME_BYTES + 1), f"larger than {MAX_FRAME_BYTES}"),
@@ -270,3 +285,21 @@ def test_reply_error_with_a_known_code_keeps_it(code: ErrorCode) -> None:
     message = protocol.parse(reply_with_error({"code": code.value, "message": "m"}))
     assert isinstance(message, Reply)
     assert message.error == ReplyError(code, "m")
+
+
+# health reports
+
+
+def test_a_health_report_of_the_most_results_parses() -> None:
+    results = [{"uuid": f"c{i}", "state": "healthy", "message": None, "at": 1.0}
+               for i in range(MAX_HEALTH_RESULTS)]
+    assert protocol.parse(protocol.dump(HealthReport(results=results))) == \
+        HealthReport(results=results)
+
+
+def test_a_health_report_of_the_largest_results_fits_its_frame_limit() -> None:
+    """shared.health bounds a result's fields so that a full report is always accepted."""
+    largest = HealthResult("u" * 64, HealthState.REINITIALIZING, "m" * MAX_MESSAGE,
+                           1795781000.123456789)
+    text = protocol.dump(HealthReport(results=[largest.dump()] * MAX_HEALTH_RESULTS))
+    assert protocol.frame_size(text) <= protocol.frame_limit("healthReport")
