@@ -70,6 +70,10 @@ class ResourceType:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
 
+    def listed_types(self) -> tuple[str, ...]:
+        """The record types its collection lists and finds (a base type lists its kinds)."""
+        return (self.schema.id,)
+
     @property
     def initial_state(self) -> str:
         return self.lifecycle.initial
@@ -158,8 +162,9 @@ class ResourceType:
         """Enter the step's transitional state and hand it to the runner, or reach its target
         at once (``target`` overrides the table's, for targets known only now).
 
-        The step was chosen for the state ``record`` is in: it holds if the record is still
-        in it, whatever background writes (facts, health, network versions) did meanwhile."""
+        The step was chosen for the state ``record`` is in: it holds while the record is in a
+        state the step may be taken from, whatever background writes (facts, health, network
+        versions, an operation that finished meanwhile) did."""
         if row.transitional is not None:
             runner = caller.services.runner
             operation = row.operation
@@ -168,7 +173,7 @@ class ResourceType:
             async def enter(tx: Transaction) -> tuple[Record, bool]:
                 updated = await tx.update(record.id, entered(row.transitional or "",
                                                              transitional=True),
-                                          data, expected_state=record.state)
+                                          data, expected_states=row.sources | {record.state})
                 return updated, await runner.claim_in(tx, record.id, operation)
 
             try:
@@ -179,7 +184,7 @@ class ResourceType:
             return updated
         try:
             updated = await caller.store.update(record.id, entered(target or row.target), data,
-                                                expected_state=record.state)
+                                                expected_states=row.sources | {record.state})
         except Conflict as exc:
             raise ApiConflict(str(exc)) from exc
         await self.after_step(caller, updated, row)

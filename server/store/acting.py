@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from server.store.interface import (
@@ -43,10 +43,10 @@ class ActingStore:
     async def update(self, record_id: int, changes: Mapping[str, Any],
                      data: Mapping[str, Any] | None = None,
                      expected_version: int | None = None, *,
-                     expected_state: str | None = None,
+                     expected_states: Collection[str] | None = None,
                      actor: Actor | None = None) -> Record:
         return await self.inner.update(record_id, changes, data, expected_version,
-                                       expected_state=expected_state, actor=self.actor)
+                                       expected_states=expected_states, actor=self.actor)
 
     async def transact(self, work: Work[T], *, actor: Actor | None = None) -> T:
         return await self.inner.transact(work, actor=self.actor)

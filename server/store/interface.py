@@ -22,7 +22,7 @@ Exception tree::
 from __future__ import annotations
 
 import builtins
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeVar
@@ -207,7 +207,7 @@ class Transaction(Reader, Protocol):
         data: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
         *,
-        expected_state: str | None = None,
+        expected_states: Collection[str] | None = None,
     ) -> Record: ...
 
     async def lock(self, record_id: int) -> Record | None:
@@ -250,14 +250,14 @@ class Store(Reader, Protocol):
         data: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
         *,
-        expected_state: str | None = None,
+        expected_states: Collection[str] | None = None,
         actor: Actor = SYSTEM,
     ) -> Record:
         """Set ``changes`` (columns) and merge ``data`` into the data map.
 
         With ``expected_version``, raise Conflict unless the record is still at that version;
-        with ``expected_state``, unless it is still in that state (a lifecycle step checked
-        against the state it was chosen in, whatever else was written meanwhile).
+        with ``expected_states``, unless it is in one of them (a lifecycle step checked against
+        the states it may be taken from, whatever else was written meanwhile).
         A key of ``data`` whose value is None is removed from the map.
         """
         ...

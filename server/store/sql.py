@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -175,12 +175,12 @@ class SqlStore:
         data: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
         *,
-        expected_state: str | None = None,
+        expected_states: Collection[str] | None = None,
         actor: Actor = SYSTEM,
     ) -> Record:
         async def work(tx: SqlTransaction) -> Record:
             return await tx.update(record_id, changes, data, expected_version,
-                                   expected_state=expected_state)
+                                   expected_states=expected_states)
 
         return await self.transact(work, actor=actor)  # type: ignore[arg-type]
 

@@ -7,7 +7,7 @@ import builtins
 import contextlib
 import json
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import text
@@ -104,7 +104,7 @@ class SqlTransaction:
         data: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
         *,
-        expected_state: str | None = None,
+        expected_states: Collection[str] | None = None,
     ) -> Record:
         unknown = set(changes) - COLUMNS
         if unknown:
@@ -114,9 +114,9 @@ class SqlTransaction:
             raise NotFoundError(f"record {record_id} does not exist")
         if expected_version is not None and current.version != expected_version:
             raise Conflict(f"{current.type} {record_id} was changed by someone else")
-        if expected_state is not None and current.state != expected_state:
+        if expected_states is not None and current.state not in expected_states:
             raise Conflict(f"{current.type} {record_id} is {current.state} now, "
-                           f"no longer {expected_state}")
+                           f"no longer {' or '.join(sorted(expected_states))}")
         values: dict[str, Any] = {name: getattr(current, name) for name in COLUMNS}
         values["data"] = current.data
         values.update(changes)

@@ -302,10 +302,10 @@ async def test_update_with_the_expected_state_ignores_other_writes_but_not_a_new
         store: SqlStore) -> None:
     record = await store.create(widget(data={"a": 1}))
     await store.update(record.id, {}, {"fact": 2})  # a background write: the state holds
-    moved = await store.update(record.id, {"state": "inactive"}, expected_state="active")
+    moved = await store.update(record.id, {"state": "inactive"}, expected_states={"active"})
     assert moved.state == "inactive" and moved.data == {"a": 1, "fact": 2}
     with pytest.raises(Conflict, match="is inactive now, no longer active"):
-        await store.update(record.id, {"state": "removed"}, expected_state="active")
+        await store.update(record.id, {"state": "removed"}, expected_states={"active"})
     assert await store.get(record.id) == moved
 
 

@@ -278,5 +278,17 @@ async def test_an_action_holds_through_background_writes_but_not_through_a_new_s
     stopping = await operations.act(engine.caller, read, "stop")
     assert isinstance(stopping, Record) and stopping.state == "stopping"
     await engine.settle()
-    with pytest.raises(Conflict, match="is stopped now, no longer running"):
+    with pytest.raises(Conflict, match="is stopped now, no longer "):
         await operations.act(engine.caller, read, "stop")
+
+
+async def test_an_action_holds_when_the_record_moved_to_another_state_it_is_valid_in(
+        engine: Engine) -> None:
+    """Read while ``running``, acted on once an operation moved it on to ``restarting``:
+    ``stop`` is valid there too, so it is no conflict."""
+    await engine.add_host()
+    container = await running(engine)
+    read = await engine.get(container)
+    await engine.store.update(container.id, {"state": "restarting"})
+    stopping = await operations.act(engine.caller, read, "stop")
+    assert isinstance(stopping, Record) and stopping.state == "stopping"
