@@ -15,8 +15,10 @@ from pathlib import Path
 
 from agent.connection import AgentConnection, AgentExit
 from agent.dispatcher import Dispatcher
+from agent.dns.manager import DnsManager
 from agent.facts import FactsSource
 from agent.handlers import HANDLERS, STREAMING
+from agent.health import HealthChecker
 from agent.host_facts import parse_labels
 from agent.logs import log, set_host
 from agent.network import Overlay, SubprocessRunner
@@ -24,6 +26,8 @@ from agent.network.manager import NetworkManager
 from agent.registration import RegistrationError, parse_registration_url, register
 from agent.runtime import DockerRuntime
 from agent.state import Credentials, StateDir, StateError
+from shared import protocol
+from shared.health import HealthResult
 from shared.logformat import formatter
 
 DEFAULT_STATE_DIR = "/var/lib/corral"
@@ -110,19 +114,32 @@ async def run(config: AgentConfig) -> None:
     labels = config.labels if config.labels is not None else credentials.labels
     runtime = DockerRuntime.from_env(config.docker_env)
     network = NetworkManager(Overlay(SubprocessRunner(config.docker_env)))
+    # The responder binds the address the managed network puts on its bridge, once it is there.
+    dns = DnsManager(network)
+    connection: AgentConnection | None = None
+
+    async def report_health(results: list[HealthResult]) -> None:
+        if connection is not None:
+            await connection.report(protocol.HealthReport(results=[r.dump() for r in results]))
+
+    health = HealthChecker(report_health)
     try:
         facts = FactsSource(runtime, labels, config.agent_ip or credentials.agent_ip,
                             server_url=credentials.server_url,  # else detected
                             instructions=HANDLERS)
         dispatcher = Dispatcher(HANDLERS, runtime, facts, streaming=STREAMING,
-                                network=network)
+                                network=network, dns=dns, health=health)
         connection = AgentConnection(credentials, facts, dispatcher, runtime)
+        # A new session's server knows nothing yet: the next apply reports every state.
+        connection.on_session(health.reconnected)
         main = asyncio.current_task()
         assert main is not None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, main.cancel)
         network.start()
+        dns.start()
+        health.start()
         try:
             await connection.run()
         except asyncio.CancelledError:
@@ -131,9 +148,12 @@ async def run(config: AgentConfig) -> None:
             # Only a removed host loses its overlay: after a restart or any other exit its
             # containers must stay reachable.
             if exc.host_removed:
+                await dns.stop()
                 await network.teardown()
             raise
     finally:
+        await health.stop()
+        await dns.stop()
         await network.stop()
         await asyncio.to_thread(runtime.close)
 

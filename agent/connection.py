@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -87,6 +88,22 @@ class AgentConnection:
         self._dispatcher = dispatcher
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_failure: str | None = None
+        # The session now open, for what reports outside any request (health results).
+        self._ws: ClientConnection | None = None
+        self._on_session: list[Callable[[], None]] = []
+
+    def on_session(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` on every new session (the server's view starts over)."""
+        self._on_session.append(listener)
+
+    async def report(self, message: protocol.AgentMessage) -> bool:
+        """Send ``message`` on the open session; False when there is none (the next session
+        starts over anyway). Safe from any task: websockets sends whole messages."""
+        ws = self._ws
+        if ws is None:
+            return False
+        await self._send(ws, message)
+        return True
 
     def _retry_or_exit(self, exc: Exception) -> Exception | None:
         verdict = process_exception(exc)
@@ -126,6 +143,7 @@ class AgentConnection:
                 log.warning("server sent an invalid message (%s); reconnecting", exc)
                 await ws.close(CloseCode.PROTOCOL_ERROR, str(exc)[:120])
             finally:
+                self._ws = None
                 # The session's own tasks; cancelling a wait for a reply leaves the
                 # instruction itself running in the dispatcher.
                 for task in list(self._tasks):
@@ -155,6 +173,9 @@ class AgentConnection:
         set_host(welcome.host_id)
         log.info("connected to %s as host %s", self._credentials.server_url, welcome.host_id)
         self._last_failure = None
+        self._ws = ws
+        for listener in self._on_session:
+            listener()
         self._spawn(self._report_loop(ws, welcome.report_interval))
         # Watch events first, then take the inventory: no change falls between the two.
         self._spawn(watch_container_events(self._runtime, lambda m: self._send(ws, m),

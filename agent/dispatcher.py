@@ -43,7 +43,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from agent.dns.manager import DnsService, NoDns
 from agent.facts import FactsSource
+from agent.health import HealthService, NoHealth
 from agent.logs import log
 from agent.network.manager import NetworkService, NoNetwork
 from agent.runtime import ContainerRuntime
@@ -66,8 +68,8 @@ def new_inbox() -> asyncio.Queue[StreamInput]:
 
 @dataclass
 class InstructionContext:
-    """What a handler may use: the runtime, the host facts, the managed network, and a way to
-    report progress."""
+    """What a handler may use: the runtime, the host facts, the managed network, the discovery
+    DNS, and a way to report progress."""
 
     request: protocol.Request
     runtime: ContainerRuntime
@@ -76,6 +78,8 @@ class InstructionContext:
     # What the server sends on an open stream (input, resize, close), for stream handlers.
     inbox: asyncio.Queue[StreamInput] = field(default_factory=new_inbox)
     network: NetworkService = field(default_factory=NoNetwork)
+    dns: DnsService = field(default_factory=NoDns)
+    health: HealthService = field(default_factory=NoHealth)
 
     async def progress(self, message: str, percent: int | None = None) -> None:
         await self.send(protocol.Progress(request_id=self.request.id, message=message,
@@ -121,9 +125,13 @@ class Dispatcher:
     def __init__(self, handlers: Mapping[str, Handler], runtime: ContainerRuntime,
                  facts: FactsSource, max_concurrent: int = 32,
                  streaming: frozenset[str] = frozenset(),
-                 network: NetworkService | None = None) -> None:
+                 network: NetworkService | None = None,
+                 dns: DnsService | None = None,
+                 health: HealthService | None = None) -> None:
         self._handlers = handlers
         self._network = network or NoNetwork()
+        self._dns = dns or NoDns()
+        self._health = health or NoHealth()
         # Streams (logs, exec) last as long as someone watches: they take no per-resource
         # turn and no timeout, and get what the server sends on them through their inbox.
         self._streaming = streaming
@@ -332,7 +340,8 @@ class Dispatcher:
                                        f"{request.name!r}; upgrade it",
                                        ErrorCode.UNKNOWN_INSTRUCTION)
             ctx = InstructionContext(request, self._runtime, self._facts, send,
-                                     inbox or new_inbox(), self._network)
+                                     inbox or new_inbox(), self._network, self._dns,
+                                     self._health)
             result = await handler(ctx)
             return protocol.Reply(request_id=request.id, data=result.dump())
         except InstructionError as exc:

@@ -25,6 +25,9 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     ping_interval: float = 5.0
     disconnect_grace: float = 15.0
+    # A disconnected host's service containers are replaced elsewhere only once it has been
+    # away this long (CORRAL_HOST_LOST_TIMEOUT, seconds): short blips must not kill them.
+    host_lost_timeout: float = 300.0
     report_interval: float = 60.0
     hello_timeout: float = 10.0
     instruction_timeout: float = 45.0
@@ -67,6 +70,7 @@ class Settings:
             port = int(str(pick("port", "CORRAL_PORT", 8080)))
             ping = float(str(pick("ping_interval", "CORRAL_PING_INTERVAL", 5.0)))
             grace = float(str(pick("disconnect_grace", "CORRAL_DISCONNECT_GRACE", 15.0)))
+            lost = float(str(pick("host_lost_timeout", "CORRAL_HOST_LOST_TIMEOUT", 300.0)))
             burst = int(str(pick("auth_failure_burst", "CORRAL_AUTH_FAILURE_BURST", 20)))
             rate = float(str(pick("auth_failure_rate", "CORRAL_AUTH_FAILURE_RATE", 1.0)))
             log_interval = float(str(pick("auth_log_interval", "CORRAL_AUTH_LOG_INTERVAL",
@@ -83,6 +87,8 @@ class Settings:
                              "header field limits at least 1024 bytes")
         if not 0 < port < 65536:
             raise ValueError(f"port {port} is out of range")
+        if lost <= 0:
+            raise ValueError("the host lost timeout must be positive")
         if ping <= 0 or grace <= ping:
             raise ValueError("the ping interval must be positive and shorter than the grace")
         if burst < 1 or rate <= 0 or log_interval <= 0:
@@ -101,6 +107,7 @@ class Settings:
             database_url=engine_url(str(database)) if database else None,
             ping_interval=ping,
             disconnect_grace=grace,
+            host_lost_timeout=lost,
             header_timeout=header_timeout,
             max_request_line_bytes=max_line,
             max_header_field_bytes=max_field,

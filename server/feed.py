@@ -17,7 +17,7 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from server.store import Change, Store
 
@@ -92,6 +92,23 @@ class ChangeFeed:
     def follow(self, since: int | None = None) -> Cursor:
         """A reader of every change after ``since`` (None: after the newest one read)."""
         return Cursor(self, self._cursor if since is None else since)
+
+    async def consume(self, since: int, on_batch: Callable[[list[Change]], Awaitable[None]],
+                      on_restart: Callable[[], Awaitable[None]]) -> None:
+        """Hand every batch of changes after ``since`` to ``on_batch``, in order, until the
+        feed closes. A reader that fell behind the log's retention starts again from now,
+        after ``on_restart`` (which must look at everything again: changes were missed)."""
+        cursor = self.follow(since)
+        while True:
+            try:
+                batch = await cursor.next_batch()
+            except FeedClosed:
+                return
+            except ResumeTooOld:
+                cursor = self.follow()
+                await on_restart()
+                continue
+            await on_batch(batch)
 
     def ready_after(self, seq: int) -> list[Change]:
         """The changes after ``seq`` the window already holds (a batch at most), at once."""

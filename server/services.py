@@ -20,11 +20,14 @@ if TYPE_CHECKING:
     from server.agents.hub import Hub
     from server.agents.instructions import Instructions
     from server.agents.streams import StreamTickets
+    from server.engine.discovery import DiscoveryController
+    from server.engine.health import HealthController
     from server.engine.overlay import OverlayController
     from server.engine.placement import Placer
     from server.engine.reconcile import Reconciler
     from server.engine.registries import RegistryAuth
     from server.engine.runner import Runner
+    from server.engine.service_controller import ServiceController
 
 
 @dataclass
@@ -48,6 +51,12 @@ class Services:
     streams: StreamTickets = field(init=False)
     # Pushes the managed overlay's desired state to the agents connected here.
     overlay: OverlayController = field(init=False)
+    # Pushes the discovery table to every agent's DNS responder.
+    discovery: DiscoveryController = field(init=False)
+    # Tells every agent which containers to check, and records what they report.
+    health: HealthController = field(init=False)
+    # Keeps every running service at its scale.
+    service_controller: ServiceController = field(init=False)
     # Signs the tokens of streams and proxies; its public key is /v1/scripts/api.crt.
     tokens: TokenSigner = field(init=False)
     # Failed authentications per client address: throttled and logged in summary.

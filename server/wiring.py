@@ -14,12 +14,15 @@ from server.api.auth import KeyCache
 from server.bootstrap import FirstStart, bootstrap
 from server.caches import Recent
 from server.config import Settings
+from server.engine.discovery import DiscoveryController
+from server.engine.health import HealthController
 from server.engine.overlay import OverlayController
 from server.engine.placement import Placer
 from server.engine.placement_view import PlacementView
 from server.engine.reconcile import Reconciler
 from server.engine.registries import RegistryAuth
 from server.engine.runner import Runner, server_owner
+from server.engine.service_controller import ServiceController
 from server.engine.tables import operation_tables
 from server.feed import ChangeFeed
 from server.resources import build_types
@@ -74,18 +77,27 @@ async def running_services(
     services.registries = RegistryAuth(services, registry_cache)
     services.streams = StreamTickets(services.tokens)
     services.overlay = OverlayController(services)
+    services.service_controller = ServiceController(services)
+    services.discovery = DiscoveryController(services)
+    services.health = HealthController(services)
     try:
         first = await bootstrap(store, settings, server_key)
         await feed.start()
         services.placer.view.start()
         await hub.start()
         await services.overlay.start()
+        await services.service_controller.start()
+        await services.discovery.start()
+        await services.health.start()
         # Operations under way when the server stopped carry on once their hosts reconnect.
         await services.runner.resume()
         services.runner.start()
         yield services, first
     finally:
         await services.runner.stop()
+        await services.service_controller.stop()
+        await services.discovery.stop()
+        await services.health.stop()
         await services.overlay.stop()
         await services.instructions.progress.stop()
         await hub.stop()

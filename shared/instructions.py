@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
 from shared.containers import ContainerSpec, ContainerState
+from shared.discovery import DnsApplied, DnsApply
 from shared.fields import Fields, JsonObject, Refuse, invalid_data, protocol_error
+from shared.health import HealthApplied, HealthApply
 from shared.overlay import NetworkApplied, NetworkApply
 
 
@@ -372,6 +374,8 @@ INSTRUCTIONS: Mapping[str, Instruction] = {
     "instance.exec": Instruction(ExecRequest, ExecResult, streaming=True),
     "instance.proxy": Instruction(ProxyRequest, NoData, streaming=True),
     "network.apply": Instruction(NetworkApply, NetworkApplied),
+    "dns.apply": Instruction(DnsApply, DnsApplied),
+    "health.apply": Instruction(HealthApply, HealthApplied),
 }
 
 

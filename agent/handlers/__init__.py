@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.dispatcher import Handler
-from agent.handlers import docker_socket, host, instances, network, proxy, streams, volumes
+from agent.handlers import (
+    dns,
+    docker_socket,
+    health,
+    host,
+    instances,
+    network,
+    proxy,
+    streams,
+    volumes,
+)
 
 HANDLERS: Mapping[str, Handler] = {
     "host.inspect": host.inspect,
@@ -20,6 +30,8 @@ HANDLERS: Mapping[str, Handler] = {
     "instance.inspect": instances.inspect,
     "volume.remove": volumes.remove,
     "network.apply": network.apply,
+    "dns.apply": dns.apply,
+    "health.apply": health.apply,
     "instance.logs": streams.logs,
     "instance.exec": streams.execute,
     "instance.proxy": proxy.proxy,

@@ -35,7 +35,7 @@ from shared.errors import (
 from shared.protocol import CloseCode
 
 ProgressCallback = Callable[[protocol.Progress], Awaitable[None]]
-Report = protocol.Facts | protocol.ContainerEvent | protocol.Inventory
+Report = protocol.Facts | protocol.ContainerEvent | protocol.Inventory | protocol.HealthReport
 ReportCallback = Callable[[Report], Awaitable[None]]
 MIB = 1024 * 1024
 # Reports wait as their text, parsed again when handled: parsed JSON takes up to twenty times
@@ -178,7 +178,7 @@ class AgentSession:
             report = protocol.parse(text)  # it parsed when it came: it parses again
             del text
             if not isinstance(report, protocol.Facts | protocol.ContainerEvent |
-                              protocol.Inventory):
+                              protocol.Inventory | protocol.HealthReport):
                 continue
             try:
                 await self._on_report(report)
@@ -281,7 +281,8 @@ class AgentSession:
                 pending = self._pending.get(message.request_id)
                 if pending is not None and pending.on_progress is not None:
                     await pending.on_progress(message)
-            case protocol.Facts() | protocol.ContainerEvent() | protocol.Inventory():
+            case protocol.Facts() | protocol.ContainerEvent() | protocol.Inventory() | \
+                    protocol.HealthReport():
                 self._queue_report(text, size)
             case protocol.Hello():
                 raise ProtocolError("hello may only be sent once, first")

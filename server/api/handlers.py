@@ -214,7 +214,7 @@ async def _list(request: web.Request, ctx: RequestContext, rtype: ResourceType) 
     elif cq.sort:
         sort = FIELD_COLUMNS.get(cq.sort, cq.sort)
     records = await ctx.services.store.list(Query(
-        types=[rtype.schema.id], conditions=_owner_conditions(rtype, cq.conditions),
+        types=list(rtype.listed_types()), conditions=_owner_conditions(rtype, cq.conditions),
         removed_since=int(time.time() * 1000) - REMOVED_LISTED_MS,
         sort=sort, sort_kind=value_kind(sort_field) if sort_field is not None else "int",
         descending=cq.descending, limit=cq.limit + 1, offset=cq.offset,
@@ -288,7 +288,7 @@ async def _in_record_env(ctx: RequestContext, rtype: ResourceType,
 async def load(ctx: RequestContext, rtype: ResourceType, resource_id: str) -> Record:
     number = parse_id(resource_id, rtype.schema.id_prefix)
     record = await ctx.services.store.get(number) if number is not None else None
-    if record is None or record.type != rtype.schema.id:
+    if record is None or record.type not in rtype.listed_types():
         raise NotFound(f"{rtype.schema.id} {resource_id} not found")
     policy.check(ctx.principal, Verb.READ, rtype.schema, record)
     if ctx.explicit_project and rtype.schema.scope is Scope.PROJECT and \

@@ -36,6 +36,8 @@ def resource_url(ctx: RequestContext, rtype: ResourceType, record: Record) -> st
 
 
 def render_resource(ctx: RequestContext, rtype: ResourceType, record: Record) -> dict[str, Any]:
+    # A collection of a base type (``services``) holds its kinds: each renders as its own.
+    rtype = ctx.services.types.get(record.type) or rtype
     schema = rtype.schema
     self_url = resource_url(ctx, rtype, record)
     owner = record.project_id if schema.scope is Scope.PROJECT else record.account_id

@@ -26,8 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from server.feed import FeedClosed, ResumeTooOld
-from server.store import Condition, Query, Store
+from server.store import Condition, Query, Record, Store
 from server.store.paging import list_all
 from shared import instructions
 from shared.errors import HostNotConnected, InstructionError
@@ -142,29 +141,32 @@ class Pusher:
             self._dirty.add(project_id)
             self._wake.set()
 
+    async def hosts_taking_part(self, project_id: int) -> list[Record]:
+        """The environment's hosts whose agents say they carry out this instruction (their
+        hello's ``instructions``): older agents are not sent it."""
+        hosts = await list_all(self._store, Query(
+            types=["host"], project_id=project_id, conditions=[Condition("removed", "null")]))
+        return [h for h in hosts if self.instruction in (h.data.get("agentInstructions") or ())]
+
     async def projects(self) -> list[int]:
         projects = await list_all(self._store, Query(types=["project"],
                                                      conditions=[Condition("removed", "null")]))
         return [p.id for p in projects]
 
     async def _follow(self, since: int) -> None:
-        cursor = self._services.feed.follow(since)
-        while True:
-            try:
-                batch = await cursor.next_batch()
-            except FeedClosed:
-                return
-            except ResumeTooOld:
-                log.warning("%s: fell behind the change log; recomputing every environment",
-                            self.name)
-                cursor = self._services.feed.follow()
-                for project_id in await self.projects():
-                    self.mark(project_id)
-                continue
+        async def on_batch(batch: list[Change]) -> None:
             for change in batch:
                 if self.bears_on(change):
                     self.mark(change.record.project_id)
                 await self.on_change(change)
+
+        async def on_restart() -> None:
+            log.warning("%s: fell behind the change log; recomputing every environment",
+                        self.name)
+            for project_id in await self.projects():
+                self.mark(project_id)
+
+        await self._services.feed.consume(since, on_batch, on_restart)
 
     async def _loop(self) -> None:
         while True:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from server.api.types import now_ms
 from server.engine import ipam
 from server.engine.instances import resting_state, summary_fields
 from server.engine.overlay_state import managed_network
+from server.engine.service_units import OWNED_LABELS
 from server.resources.volumes import release_mounts
 from server.store import Condition, NewRecord, Query, Record, Transaction
 from server.store.paging import list_all
@@ -82,7 +84,12 @@ class Reconciler:
             await self._services.store.update(record.id, {"state": state}, fields)
 
     async def _import(self, host_id: int, summary: ContainerState) -> Record | None:
-        """A container started outside Corral becomes a native container record."""
+        """A container started outside Corral becomes a native container record; one that
+        carries a service's labels is Corral's own, whose record is gone (or never
+        committed): it is removed, never imported, or the service would count it twice."""
+        if summary.uuid and not OWNED_LABELS.isdisjoint(summary.labels):
+            self._remove_unrecorded(host_id, summary)
+            return None
         host = await self._services.store.get(host_id)
         if host is None or host.project_id is None:
             return None
@@ -163,6 +170,27 @@ class Reconciler:
                 await release_mounts(store, record, volumes_removed=False)
         await self._services.runner.resume(host_id)
 
+    def _remove_unrecorded(self, host_id: int, summary: ContainerState) -> None:
+        uuid = summary.uuid or ""
+        log.info("removing container %s (%s) from host %s: it is a service's, without a "
+                 "record", summary.name, summary.docker_id, format_id("1h", host_id))
+
+        async def remove() -> None:
+            try:
+                await self._services.hub.call(
+                    host_id, "instance.remove", "container", summary.docker_id,
+                    RemoveRequest(uuid, remove_volumes=False).dump())
+            except InstructionError as exc:
+                log.warning("could not remove container %s from host %s: %s",
+                            summary.docker_id, format_id("1h", host_id), exc)
+
+        self._spawn(remove())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _remove_leftover(self, host_id: int, record: Record) -> None:
         """A container whose record was removed while its host was away goes too."""
 
@@ -175,6 +203,4 @@ class Reconciler:
                 log.warning("could not remove container %s left on host %s: %s",
                             record.uuid, format_id("1h", host_id), exc)
 
-        task = asyncio.create_task(remove())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(remove())

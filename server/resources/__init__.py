@@ -13,6 +13,8 @@ from server.resources import (
     hosts,
     networks,
     registries,
+    services,
+    stacks,
     volumes,
 )
 
@@ -21,10 +23,11 @@ def build_types() -> TypeRegistry:
     registry = TypeRegistry()
     for rtype in [*accounts.types(), *credentials.types(), *hosts.types(),
                   *containers.types(), *registries.types(), *volumes.types(),
-                  *networks.types()]:
+                  *networks.types(), *stacks.types(), *services.types()]:
         registry.add(rtype)
     for schema in [hosts.HOST_INSPECTION, *hosts.EMBEDDED, *containers.EMBEDDED,
                    *container_links.EMBEDDED, *networks.EMBEDDED, host_stats.HOST_STATS,
+                   *stacks.EMBEDDED, *services.EMBEDDED,
                    SUBSCRIBE]:
         registry.add_embedded(schema)
     return registry

@@ -51,7 +51,11 @@ from server.resources.container_spec import (
 )
 from server.resources.volumes import named_volume_hosts, release_mounts
 from server.store import Condition, Conflict, NewRecord, Query, Record, Transaction
+from shared.discovery import RESOLVER_ADDRESS, ZONE
 from shared.ids import format_id, parse_id
+
+DNS_INSTRUCTION = "dns.apply"
+STACK_LABEL = "io.rancher.stack.name"
 
 _S = "array[string]"
 _M = "map[string]"
@@ -171,7 +175,10 @@ SET_LABELS = Schema(id="setLabelsInput", scope=Scope.PROJECT, embedded=True, fie
 class ContainerType(ResourceType):
     lifecycle = CONTAINER_LIFECYCLE
 
-    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
+    async def create(self, caller: Caller, values: dict[str, Any], *,
+                     owned_by: Mapping[str, Any] | None = None) -> Record:
+        """Place and record a container. ``owned_by``: the data that makes it a service's
+        (``serviceId``, its deployment unit...), stored with it."""
         project_id, _ = self.owner(caller)
         assert project_id is not None
         container_uuid = str(uuidlib.uuid4())
@@ -194,11 +201,13 @@ class ContainerType(ResourceType):
             nonlocal claimed
             if name is not None:
                 await self._check_unique_name(tx, project_id, name)
-            placed_spec = {**spec, "ports": [
+            placed_spec = with_discovery({**spec, "ports": [
                 {**port, "hostIp": port["hostIp"] or host.data.get("agentIpAddress")}
-                for port in spec["ports"]]}
+                for port in spec["ports"]]}, host, values)
             data = {k: v for k, v in values.items() if k not in ("name", "description")}
             data.update(spec=placed_spec, hostId=host.id, registryCredential=credential_id)
+            if owned_by:
+                data.update(owned_by)
             try:
                 created = await tx.create(NewRecord(
                     type="container", kind="container", state="requested", name=name,
@@ -381,6 +390,21 @@ class ContainerType(ResourceType):
             expires=time.time() + PROXY_SECONDS))
         origin = caller.origin or caller.public_origin
         return host_access(f"{origin}{PROXY_PATH}/{token}/", token)
+
+
+def with_discovery(spec: dict[str, Any], host: Record,
+                   values: Mapping[str, Any]) -> dict[str, Any]:
+    """A managed container asks its host's DNS responder (``server.engine.discovery``), as
+    Rancher's asked rancher-dns, where that host's agent runs one and the container names no
+    resolver of its own; its stack's zone comes first in its search list."""
+    if spec.get("networkMode") != MANAGED or spec.get("dns") or \
+            DNS_INSTRUCTION not in (host.data.get("agentInstructions") or ()):
+        return spec
+    stack = (values.get("labels") or {}).get(STACK_LABEL)
+    zones = [f"{stack.lower()}.{ZONE}"] if isinstance(stack, str) and stack else []
+    own = [*zones, ZONE]
+    search = [*own, *(z for z in spec.get("dnsSearch") or () if z not in own)]
+    return {**spec, "dns": [RESOLVER_ADDRESS], "dnsSearch": search}
 
 
 LABEL_ACTIONS = frozenset({"setlabels", "addlabel", "removelabel"})

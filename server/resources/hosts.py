@@ -18,7 +18,7 @@ from server.api.context import RequestContext
 from server.api.errors import Conflict as ApiConflict
 from server.api.errors import NotFound, Unavailable
 from server.api.schema import Action, Field, Schema, Scope
-from server.api.types import Linked, ResourceType, entered
+from server.api.types import Linked, ResourceType, entered, now_ms
 from server.caller import Caller
 from server.engine import ipam
 from server.lifecycle import Lifecycle, step
@@ -169,6 +169,8 @@ async def apply_hello(store: Store, host: Record, facts: Mapping[str, Any], agen
     data = facts_fields(facts)
     data.update(agentIpAddress=agent_ip, agentVersion=agent_version,
                 agentState=AgentState.ACTIVE.value)
+    if host.data.get("agentState") != AgentState.ACTIVE.value:
+        data["agentStateChangedAt"] = now_ms()
     columns: dict[str, Any] = {}
     if host.state in LIVE_STATES or host.state == "registering":
         columns["state"] = "active"
@@ -201,7 +203,12 @@ async def set_agent_states(store: Store, states: Mapping[int, AgentState]) -> No
                     (host.state not in LIVE_STATES or host.state == state.value):
                 continue
             columns = {"state": state.value} if host.state in LIVE_STATES else {}
-            await tx.update(host_id, columns, {"agentState": state.value})
+            # When it changed: a service's containers on a host away for longer than the
+            # lost timer are replaced (server.engine.service_units), by whichever server.
+            changed: dict[str, Any] = {"agentState": state.value}
+            if host.data.get("agentState") != state.value:
+                changed["agentStateChangedAt"] = now_ms()
+            await tx.update(host_id, columns, changed)
 
     if states:
         await store.transact(write)

@@ -15,7 +15,9 @@ from shared.containers import (
     ContainerStatus,
     PortBinding,
 )
+from shared.discovery import DnsApplied, DnsApply
 from shared.errors import ErrorCode, InstructionError, ProtocolError
+from shared.health import HealthApplied, HealthApply
 from shared.instructions import (
     INSTRUCTIONS,
     ContainerRef,
@@ -59,6 +61,10 @@ GOLDEN: dict[str, type[Payload]] = {
     "exec_result": ExecResult,
     "network_apply": NetworkApply,
     "network_applied": NetworkApplied,
+    "dns_apply": DnsApply,
+    "dns_applied": DnsApplied,
+    "health_apply": HealthApply,
+    "health_applied": HealthApplied,
 }
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[3]
 SHARED_MODULES = ["shared", "shared.protocol", "shared.errors", "shared.ids", "shared.logformat",
-                  "shared.fields", "shared.containers", "shared.instructions"]
+                  "shared.fields", "shared.containers", "shared.instructions", "shared.overlay",
+                  "shared.discovery", "shared.health"]
 FORBIDDEN = ["asyncio", "aiohttp", "websockets", "docker", "psutil", "sqlalchemy"]
 
 

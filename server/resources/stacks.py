@@ -1,0 +1,257 @@
+"""Stacks (v2-beta ``stack``): a group of services, made from a docker-compose.yml and an
+optional rancher-compose.yml posted as text (``server.compose``), exported back as both.
+
+A stack made from compose files gets every service of the files, their links resolved by
+name, and starts them when ``startOnCreate`` says so. The files are checked in full before
+anything is made: a syntax error (with its line and column), unknown keys (all of them) and
+links to missing services are one 422 each, and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server import operations
+from server.api.context import RequestContext
+from server.api.errors import ApiError, invalid
+from server.api.schema import Field, Schema, Scope
+from server.api.types import Linked, ResourceType
+from server.api.validation import validate_create
+from server.caller import Caller
+from server.compose import ComposeError, ServiceTemplate, StackTemplate, export_stack, parse_stack
+from server.resources.service_lifecycle import STACK_LIFECYCLE
+from server.resources.services import (
+    SERVICE_KINDS,
+    ServiceType,
+    check_launch_config,
+    check_sidekicks,
+)
+from server.store import Condition, Query, Record
+from shared.ids import format_id
+
+STACK = Schema(
+    id="stack", scope=Scope.PROJECT, prefix="1st",
+    fields={
+        "name": Field(create=True, update=True, required=True, nullable=False, min_length=1,
+                      max_length=63),
+        "dockerCompose": Field(create=True, filterable=False, max_length=1024 * 1024),
+        "rancherCompose": Field(create=True, filterable=False, max_length=1024 * 1024),
+        "environment": Field(type="map[string]", create=True, filterable=False),
+        "outputs": Field(type="map[string]", filterable=False),
+        "startOnCreate": Field(type="boolean", create=True, nullable=False, default=False),
+        "externalId": Field(create=True, update=True),
+        "group": Field(create=True, update=True),
+        "healthState": Field(type="enum", options=("healthy", "unhealthy", "degraded",
+                                                   "initializing", "started-once")),
+        "serviceIds": Field(type="array[reference[service]]", filterable=False),
+    },
+    states=STACK_LIFECYCLE.state_names, actions=STACK_LIFECYCLE.actions(),
+    collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
+    links=("services",),
+)
+COMPOSE_CONFIG = Schema(id="composeConfig", scope=Scope.PROJECT, embedded=True, fields={
+    "dockerComposeConfig": Field(), "rancherComposeConfig": Field()})
+COMPOSE_CONFIG_INPUT = Schema(id="composeConfigInput", scope=Scope.PROJECT, embedded=True,
+                              fields={"serviceIds": Field(type="array[reference[service]]",
+                                                          create=True)})
+ADD_OUTPUTS = Schema(id="addOutputsInput", scope=Scope.PROJECT, embedded=True, fields={
+    "outputs": Field(type="map[string]", create=True, required=True, nullable=False)})
+EMBEDDED = [COMPOSE_CONFIG, COMPOSE_CONFIG_INPUT, ADD_OUTPUTS]
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def check_name(name: str, field_name: str = "name") -> None:
+    """Stack and service names become DNS labels (``<service>.<stack>.rancher.internal``)."""
+    lowered = name.lower()
+    if not lowered or not set(lowered) <= _NAME_CHARS or lowered[0] == "-" or \
+            lowered[-1] == "-" or len(lowered) > 63:
+        raise invalid("InvalidCharacters", field_name,
+                      f"{name!r} must be letters, digits and dashes (a DNS label), "
+                      "not starting or ending with a dash")
+
+
+def compose_error(exc: ComposeError) -> ApiError:
+    """All the problems of the files in one 422; the first names the field and place."""
+    first = exc.problems[0]
+    where = f" (line {first.line}, column {first.column})" if first.line else ""
+    details = "; ".join(
+        f"{p.path + ': ' if p.path else ''}{p.message}"
+        f"{f' (line {p.line}, column {p.column})' if p.line else ''}" for p in exc.problems)
+    error = invalid("InvalidFormat", first.file, f"{first.message}{where}"
+                    if len(exc.problems) == 1 else f"{len(exc.problems)} problems: {details}")
+    error.detail = details
+    return error
+
+
+class StackType(ResourceType):
+    lifecycle = STACK_LIFECYCLE
+
+    async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
+        project_id, _ = self.owner(caller)
+        check_name(values["name"])
+        same = await caller.store.list(Query(
+            types=["stack"], project_id=project_id, limit=1,
+            conditions=[Condition("name", "eq", values["name"]),
+                        Condition("removed", "null")]))
+        if same:
+            raise invalid("NotUnique", "name", f"a stack named {values['name']!r} exists")
+        template = self._template(values)
+        if template is not None:
+            await self._check(caller, template)
+        stack = await self.store_new(caller, values, project_id=project_id, account_id=None)
+        if template is not None:
+            await self._make_services(caller, stack, template, bool(values.get("startOnCreate")))
+        return stack
+
+    def _template(self, values: dict[str, Any]) -> StackTemplate | None:
+        text = values.get("dockerCompose")
+        if not text:
+            if values.get("rancherCompose"):
+                raise invalid("MissingRequired", "dockerCompose",
+                              "a rancherCompose needs its dockerCompose")
+            return None
+        try:
+            return parse_stack(text, values.get("rancherCompose"),
+                               environment=values.get("environment") or {})
+        except ComposeError as exc:
+            raise compose_error(exc) from None
+
+    async def _check(self, caller: Caller, template: StackTemplate) -> None:
+        """Everything the services will need, before anything is made."""
+        for service in template.services:
+            where = f"dockerCompose: services.{service.name}"
+            try:
+                check_name(service.name)
+                if service.type == "service":
+                    check_launch_config(service.fields.get("launchConfig") or {},
+                                        "launchConfig")
+                    check_sidekicks(service.fields.get("secondaryLaunchConfigs"))
+            except ApiError as exc:
+                exc.message = f"{where}: {exc.message}"
+                exc.field_name = "dockerCompose"
+                raise
+            for link in service.links:
+                if "/" in link.service:
+                    await self._external_target(caller, link.service)
+
+    async def _external_target(self, caller: Caller, ref: str) -> Record:
+        stack_name, _, service_name = ref.partition("/")
+        assert caller.project is not None
+        stacks = await caller.store.list(Query(
+            types=["stack"], project_id=caller.project.id, limit=1,
+            conditions=[Condition("name", "eq", stack_name), Condition("removed", "null")]))
+        found = await caller.store.list(Query(
+            types=list(SERVICE_KINDS), project_id=caller.project.id, limit=1,
+            conditions=[Condition("name", "eq", service_name), Condition("removed", "null"),
+                        Condition("stackId", "eq", stacks[0].id, "int")])) if stacks else []
+        if not found:
+            raise invalid("InvalidReference", "dockerCompose",
+                          f"external_links: no service {ref} in this environment")
+        return found[0]
+
+    async def _make_services(self, caller: Caller, stack: Record, template: StackTemplate,
+                             start: bool) -> None:
+        made: dict[str, Record] = {}
+        for service in template.services:
+            # rancher-compose's start_on_create is true unless it says otherwise; they are
+            # started below, once every link is in place.
+            body = {"startOnCreate": True, **service.fields, "name": service.name,
+                    "stackId": format_id("1st", stack.id)}
+            rtype = caller.services.types.get(service.type)
+            assert isinstance(rtype, ServiceType)
+            made[service.name] = await rtype.create(
+                caller, validate_create(rtype.schema, body), start=False)
+        for service in template.services:
+            links = await self._links(caller, service, made)
+            if links:
+                made[service.name] = await caller.store.update(
+                    made[service.name].id, {}, {"linkedServices": links})
+        if start:
+            for service in template.services:
+                if made[service.name].data.get("startOnCreate"):
+                    await operations.act(caller, made[service.name], "activate")
+
+    async def _links(self, caller: Caller, service: ServiceTemplate,
+                     made: dict[str, Record]) -> dict[str, int]:
+        links: dict[str, int] = {}
+        for link in service.links:
+            target = made.get(link.service) if "/" not in link.service else \
+                await self._external_target(caller, link.service)
+            if target is None:
+                raise invalid("InvalidReference", "dockerCompose",
+                              f"services.{service.name}.links: no service {link.service}")
+            links[link.name] = target.id
+        return links
+
+    async def services_of(self, caller: Caller, stack: Record) -> list[Record]:
+        return await caller.store.list(Query(
+            types=list(SERVICE_KINDS), project_id=stack.project_id, limit=1000,
+            conditions=[Condition("stackId", "eq", stack.id, "int"),
+                        Condition("removed", "null")]))
+
+    async def perform(self, caller: Caller, record: Record, name: str,
+                      values: dict[str, Any]) -> Record | dict[str, Any]:
+        if name in ("activateservices", "deactivateservices"):
+            wanted = "activate" if name == "activateservices" else "deactivate"
+            for service in await self.services_of(caller, record):
+                if wanted in caller.services.types.schema(service.type).valid_actions(  # type: ignore[union-attr]
+                        service.state):
+                    await operations.act(caller, service, wanted)
+            return record
+        if name == "exportconfig":
+            return await self.export(caller, record, values.get("serviceIds"))
+        if name == "addoutputs":
+            outputs = {**(record.data.get("outputs") or {}), **values["outputs"]}
+            return await self.write(caller, record, {}, {"outputs": outputs})
+        return await super().perform(caller, record, name, values)
+
+    async def export(self, caller: Caller, stack: Record,
+                     only: list[str] | None) -> dict[str, Any]:
+        services = await self.services_of(caller, stack)
+        if only:
+            wanted = {format_id("1s", s.id) for s in services} & set(only)
+            services = [s for s in services if format_id("1s", s.id) in wanted]
+        names = {s.id: s.name for s in await self.services_of(caller, stack)}
+        stacks: dict[int, str] = {}
+        shaped = []
+        for service in sorted(services, key=lambda s: s.id):
+            links = []
+            for alias, target_id in (service.data.get("linkedServices") or {}).items():
+                if target_id in names:
+                    links.append({"service": names[target_id], "name": alias})
+                    continue
+                target = await caller.store.get(target_id)
+                if target is None or target.removed is not None:
+                    continue
+                stack_id = int(target.data.get("stackId") or 0)
+                if stack_id not in stacks:
+                    other = await caller.store.get(stack_id)
+                    stacks[stack_id] = other.name if other and other.name else ""
+                links.append({"service": f"{stacks[stack_id]}/{target.name}", "name": alias})
+            data = dict(service.data)
+            # What a compose file leaves out: scale 1, and start_on_create true.
+            if data.get("scale") == 1:
+                data.pop("scale")
+            if data.get("startOnCreate") is True:
+                data.pop("startOnCreate")
+            shaped.append({**data, "name": service.name, "type": service.type,
+                           "serviceLinks": links})
+        docker_compose, rancher_compose = export_stack(shaped)
+        return {"type": "composeConfig", "links": {}, "actions": {},
+                "dockerComposeConfig": docker_compose, "rancherComposeConfig": rancher_compose}
+
+    def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
+        return {"outputs": record.data.get("outputs") or {}}
+
+    def links(self, ctx: RequestContext, record: Record, self_url: str) -> dict[str, str]:
+        return {"services": f"{self_url}/services"}
+
+    async def linked(self, caller: Caller, record: Record, name: str) -> Linked:
+        if name == "services":
+            return Linked("service", records=await self.services_of(caller, record))
+        return await super().linked(caller, record, name)
+
+
+def types() -> list[ResourceType]:
+    return [StackType(STACK)]
