@@ -3,7 +3,9 @@
 For a name, a record type and the address of the container asking:
 
 1. the name is lowercased and its trailing dot dropped;
-2. one of the asking container's link aliases answers as the name it stands for;
+2. one of the asking container's link aliases answers as the name it stands for, also under
+   its stack's zone or the zone itself (``<alias>.<stack>.rancher.internal``): resolvers expand
+   a bare name with the search list, and Docker's embedded DNS relays no single-label name;
 3. a name of the table answers as itself;
 4. under ``rancher.internal`` nothing else exists: a name that is not in the table is NXDOMAIN
    (NOERROR when names exist below it, as DNS wants for such empty non-terminals), never
@@ -139,8 +141,10 @@ def resolve(table: Table, name: str, qtype: str, client: str,
 def lookup(table: Table, name: str, client: str) -> str | None:
     """The name of the table that answers for ``name`` (normalized) asked by ``client``."""
     asker = table.clients.get(client)
-    if asker is not None and name in asker.aliases:
-        return asker.aliases[name]
+    if asker is not None:
+        alias = _alias(asker, name)
+        if alias is not None:
+            return alias
     if name in table.names:
         return name
     if in_zone(name):
@@ -151,6 +155,19 @@ def lookup(table: Table, name: str, client: str) -> str | None:
             return bare
     qualified = f"{name}.{ZONE}"
     return qualified if qualified in table.names else None
+
+
+def _alias(asker: DnsClient, name: str) -> str | None:
+    """The target of one of the asker's link aliases, asked bare or, as resolvers expand a
+    bare name by the search list (and Docker's embedded DNS relays no single-label name),
+    under the asker's stack zone or the zone itself."""
+    if name in asker.aliases:
+        return asker.aliases[name]
+    for zone in ((f"{asker.stack}.{ZONE}",) if asker.stack else ()) + (ZONE,):
+        bare = name.removesuffix("." + zone)
+        if bare != name and bare in asker.aliases:
+            return asker.aliases[bare]
+    return None
 
 
 def _follow(table: Table, owner: str, found: str, qtype: str, shuffle: Shuffle) -> Outcome:

@@ -15,7 +15,7 @@ import agent
 import shared
 
 DIST = "corral_agent"
-REQUIRES = ("websockets>=13,<18", "docker>=7,<8", "psutil>=5.9")
+REQUIRES = ("websockets>=13,<18", "docker>=7,<8", "psutil>=5.9", "dnslib>=0.9.24")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 

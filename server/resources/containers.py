@@ -120,6 +120,10 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "exitCode": Field(type="int"),
     "publicEndpoints": Field(type="json", filterable=False),
     "startedAt": Field(filterable=False),
+    # The health its host's checks last reported (server.engine.health); None: not checked.
+    "healthState": Field(type="enum", options=(
+        "healthy", "initializing", "reinitializing", "unhealthy", "updating-healthy",
+        "updating-unhealthy")),
     "nativeContainer": Field(type="boolean", nullable=False, filterable=False),
     "dockerPorts": Field(type="json", filterable=False),
     "allocationState": Field(type="enum", options=("inactive", "active")),

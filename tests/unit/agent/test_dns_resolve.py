@@ -89,6 +89,14 @@ def test_a_link_alias_answers_as_the_name_it_stands_for_under_its_own_name() -> 
     assert ask("database", client=STRANGER) == FORWARD
 
 
+def test_a_link_alias_answers_under_the_search_domains_too() -> None:
+    """Resolvers try ``database.s1.rancher.internal`` (the search list), and Docker's embedded
+    DNS never relays the bare ``database``: the alias must answer there as well."""
+    for name in ("database.s1.rancher.internal", "database.rancher.internal"):
+        assert ask(name) == Answer(Rcode.NOERROR, a_records(name, DB))
+        assert ask(name, client=STRANGER) == Answer(Rcode.NXDOMAIN)
+
+
 def test_an_alias_wins_over_a_name_of_the_table() -> None:
     wire = {**WIRE, "clients": {CLIENT: {"stack": "s1", "aliases": {
         "legacy.example.org": "cache.s2.rancher.internal"}}}}
