@@ -134,10 +134,11 @@ def test_a_payload_that_is_not_an_object_of_checks_is_refused(data: Any) -> None
 # replies and results
 
 
-def test_applied_round_trips_and_a_missing_version_is_empty() -> None:
+def test_applied_round_trips_and_a_missing_version_is_a_protocol_error() -> None:
     assert HealthApplied.parse(HealthApplied("v3").dump()) == HealthApplied("v3")
     assert HealthApplied("v3").dump() == {"version": "v3"}
-    assert HealthApplied.parse({}) == HealthApplied("")
+    with pytest.raises(ProtocolError):
+        HealthApplied.parse({})
 
 
 def test_a_bad_reply_is_a_protocol_error() -> None:

@@ -223,3 +223,14 @@ async def test_a_service_s_container_found_without_its_record_is_removed_not_imp
     assert [c.data["uuid"] for c in removed] == ["0b7c-lost"]
     assert not await engine.store.list(Query(types=["container"], conditions=[
         Condition("name", "eq", "s1-web-7")]))
+
+
+async def test_a_scale_change_holds_through_the_controller_s_own_writes(engine: Engine) -> None:
+    """The controller writes currentScale and healthState on the service all the time; a PUT
+    read before such a write is no conflict."""
+    await engine.add_host()
+    web = await service(engine, await stack(engine))
+    read = await engine.get(web)
+    await engine.store.update(web.id, {}, {"currentScale": 7})
+    updated = await operations.update(engine.caller, read, {"scale": 3})
+    assert updated.data["scale"] == 3 and updated.data["currentScale"] == 7
