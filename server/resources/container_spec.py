@@ -42,6 +42,8 @@ from server.resources.container_fields import (
     parse_ulimits,
     parse_volumes,
 )
+from server.store import Record
+from shared.discovery import RESOLVER_ADDRESS, ZONE
 
 __all__ = ["ENVIRONMENT_UUID_LABEL", "PID_MODES", "build_spec", "parse_expose", "parse_image",
            "parse_memory", "parse_ports", "parse_volumes", "volume_names",
@@ -405,3 +407,20 @@ def _ipc_mode(values: Mapping[str, Any]) -> str | None:
     return mode
 
 
+DNS_INSTRUCTION = "dns.apply"
+STACK_LABEL = "io.rancher.stack.name"
+
+
+def with_discovery(spec: dict[str, Any], host: Record,
+                   values: Mapping[str, Any]) -> dict[str, Any]:
+    """A managed container asks its host's DNS responder (``server.engine.discovery``), as
+    Rancher's asked rancher-dns, where that host's agent runs one and the container names no
+    resolver of its own; its stack's zone comes first in its search list."""
+    if spec.get("networkMode") != MANAGED or spec.get("dns") or \
+            DNS_INSTRUCTION not in (host.data.get("agentInstructions") or ()):
+        return spec
+    stack = (values.get("labels") or {}).get(STACK_LABEL)
+    zones = [f"{stack.lower()}.{ZONE}"] if isinstance(stack, str) and stack else []
+    own = [*zones, ZONE]
+    search = [*own, *(z for z in spec.get("dnsSearch") or () if z not in own)]
+    return {**spec, "dns": [RESOLVER_ADDRESS], "dnsSearch": search}

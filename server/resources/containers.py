@@ -47,15 +47,12 @@ from server.resources.container_spec import (
     PID_MODES,
     build_spec,
     volume_names,
+    with_discovery,
     with_environment_label,
 )
 from server.resources.volumes import named_volume_hosts, release_mounts
 from server.store import Condition, Conflict, NewRecord, Query, Record, Transaction
-from shared.discovery import RESOLVER_ADDRESS, ZONE
 from shared.ids import format_id, parse_id
-
-DNS_INSTRUCTION = "dns.apply"
-STACK_LABEL = "io.rancher.stack.name"
 
 _S = "array[string]"
 _M = "map[string]"
@@ -394,21 +391,6 @@ class ContainerType(ResourceType):
             expires=time.time() + PROXY_SECONDS))
         origin = caller.origin or caller.public_origin
         return host_access(f"{origin}{PROXY_PATH}/{token}/", token)
-
-
-def with_discovery(spec: dict[str, Any], host: Record,
-                   values: Mapping[str, Any]) -> dict[str, Any]:
-    """A managed container asks its host's DNS responder (``server.engine.discovery``), as
-    Rancher's asked rancher-dns, where that host's agent runs one and the container names no
-    resolver of its own; its stack's zone comes first in its search list."""
-    if spec.get("networkMode") != MANAGED or spec.get("dns") or \
-            DNS_INSTRUCTION not in (host.data.get("agentInstructions") or ()):
-        return spec
-    stack = (values.get("labels") or {}).get(STACK_LABEL)
-    zones = [f"{stack.lower()}.{ZONE}"] if isinstance(stack, str) and stack else []
-    own = [*zones, ZONE]
-    search = [*own, *(z for z in spec.get("dnsSearch") or () if z not in own)]
-    return {**spec, "dns": [RESOLVER_ADDRESS], "dnsSearch": search}
 
 
 LABEL_ACTIONS = frozenset({"setlabels", "addlabel", "removelabel"})
