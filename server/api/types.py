@@ -123,6 +123,17 @@ class ResourceType:
         assert isinstance(result, Record)
         return result
 
+    async def merge(self, caller: Caller, record: Record, values: Mapping[str, Any]) -> Record:
+        """Update ``record`` key by key, whatever was written to it since it was read: for
+        types Corral itself writes all the time (a service's currentScale, a stack's
+        healthState), where a client's fields neither undo those writes nor they them."""
+        columns = {k: v for k, v in values.items() if k in COLUMN_FIELDS}
+        data = {k: v for k, v in values.items() if k not in COLUMN_FIELDS}
+        try:
+            return await caller.store.update(record.id, columns, data)
+        except Conflict as exc:
+            raise ApiConflict(str(exc)) from exc
+
     async def write(self, caller: Caller, record: Record, columns: Mapping[str, Any],
                     data: Mapping[str, Any] | None = None) -> Record:
         """Update ``record`` unless someone else changed it since it was read (409)."""

@@ -131,12 +131,14 @@ class ServicePass:
         containers = await service_containers(store, service)
         members = [m for c in containers if (m := member_of(c)) is not None]
         wish = wish_of(service)
+        aside: list[Member] = []
         if service.state == "upgraded":
             # The old units wait, stopped, for finishupgrade or rollback: not ours to judge.
+            aside = [m for m in members if m.version != wish.version]
             members = [m for m in members if m.version == wish.version]
         hosts = await self.hosts(service.project_id)
         health = health_of(members, wish.scale if not wish.global_ else 0)
-        result = plan(wish, members, hosts)
+        result = plan(wish, members, hosts, aside=aside)
         caller = Caller.system(self._services, project)
         by_id = {c.id: c for c in containers}
         for container_id in result.remove:

@@ -152,9 +152,12 @@ def _named(members: Iterable[Member]) -> set[int]:
     return {m.index for m in members if m.state not in ("removed", "purging", "purged")}
 
 
-def plan(wish: Wish, members: Sequence[Member], hosts: Mapping[int, HostView]) -> Plan:
-    """The creates and removes that bring the service's units to its wish."""
+def plan(wish: Wish, members: Sequence[Member], hosts: Mapping[int, HostView], *,
+         aside: Sequence[Member] = ()) -> Plan:
+    """The creates and removes that bring the service's units to its wish. ``aside`` are
+    members the plan does not judge (an upgrade's old units), whose names stay taken."""
     result = Plan()
+    named = _named([*members, *aside])
     units = units_of(members)
     if wish.recreate_unhealthy and wish.quorum is not None:
         healthy = sum(1 for u in units if u.present() and
@@ -179,7 +182,7 @@ def plan(wish: Wish, members: Sequence[Member], hosts: Mapping[int, HostView]) -
                 keep.append(unit)
         wanted = [h.id for h in sorted(hosts.values(), key=lambda h: h.id)
                   if h.eligible and h.active and h.id not in by_host]
-        indexes = free_indexes(_named(members), len(wanted))
+        indexes = free_indexes(named, len(wanted))
         result.create = [NewUnit(i, h) for i, h in zip(indexes, wanted, strict=True)]
     else:
         ordered = sorted(live, key=lambda u: _surplus_order(u, hosts))
@@ -188,7 +191,7 @@ def plan(wish: Wish, members: Sequence[Member], hosts: Mapping[int, HostView]) -
             result.remove.extend(m.id for m in unit.present())
         keep = ordered[surplus:]
         missing = max(0, wish.scale - len(keep))
-        result.create = [NewUnit(i) for i in free_indexes(_named(members), missing)]
+        result.create = [NewUnit(i) for i in free_indexes(named, missing)]
     result.live = len(keep)
     return result
 

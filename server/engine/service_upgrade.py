@@ -106,7 +106,16 @@ class Rollout:
                 await self._retire(batch)
                 made = await self._create(stack, indexes, version)
                 await self._ready(made)
-            await asyncio.sleep(int(strategy.get("intervalMillis") or 0) / 1000)
+            await self._pause(int(strategy.get("intervalMillis") or 0) / 1000, "upgrading")
+
+    async def _pause(self, seconds: float, state: str) -> None:
+        """The interval between batches, cut short when the service leaves ``state`` (a
+        cancel asked for meanwhile runs once this operation has returned)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if not await self._still(state):
+                return
+            await asyncio.sleep(min(left, POLL_SECONDS))
 
     async def _create(self, stack: Record, indexes: list[int], version: str) -> list[Record]:
         passes = self._services.service_controller.passes
@@ -213,4 +222,4 @@ class Rollout:
                         raise InstructionError(exc.message or exc.code) from exc
             records = [r for i in ids if (r := await self._services.store.get(i)) is not None]
             await self._ready(records)
-            await asyncio.sleep(int(strategy.get("intervalMillis") or 0) / 1000)
+            await self._pause(int(strategy.get("intervalMillis") or 0) / 1000, "restarting")

@@ -1,4 +1,5 @@
-"""The operation of a stack's ``remove`` step: its services go with it."""
+"""The operations of a stack's steps: ``remove`` (its services go with it) here, the upgrade
+steps in ``server.engine.stack_upgrade``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping
 from server import operations
 from server.api.errors import ApiError
 from server.caller import Caller
+from server.engine import stack_upgrade
 from server.engine.runner import Operation, Outcome
 from server.store import Condition, Query, Record
 from shared.errors import InstructionError
@@ -31,4 +33,4 @@ async def remove(caller: Caller, record: Record) -> Outcome:
     return Outcome()
 
 
-OPERATIONS: Mapping[str, Operation] = {"remove": remove}
+OPERATIONS: Mapping[str, Operation] = {"remove": remove, **stack_upgrade.OPERATIONS}

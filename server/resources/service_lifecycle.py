@@ -12,7 +12,10 @@ launch config batch by batch and ends ``upgraded``, the old containers kept stop
 ``finishupgrade`` removes them; ``rollback`` brings the previous launch config back;
 ``cancelupgrade`` stops an upgrade where it is.
 
-A stack's lifecycle is Rancher's too: its steps act on its services.
+A stack's lifecycle is Rancher's too: its steps act on its services. ``upgrade`` takes new
+compose files: services whose launch config changed are upgraded in service, new ones are
+created, other changed fields are set (``server.engine.stack_upgrade``); ``finishupgrade``,
+``rollback`` and ``cancelupgrade`` do the same to each service the upgrade touched.
 """
 
 from __future__ import annotations
@@ -74,18 +77,38 @@ SERVICE_LIFECYCLE = Lifecycle(
 class StackState(StrEnum):
     ACTIVE = "active"
     ACTIVATING = "activating"
+    UPGRADING = "upgrading"
+    UPGRADED = "upgraded"
+    FINISHING_UPGRADE = "finishing-upgrade"
+    ROLLING_BACK = "rolling-back"
+    CANCELING_UPGRADE = "canceling-upgrade"
+    CANCELED_UPGRADE = "canceled-upgrade"
     REMOVING = "removing"
     REMOVED = "removed"
 
 
+# Where a stack rests: its services may be acted on, and it may be removed.
+_STACK_RESTING = frozenset({"active", "upgraded", "canceled-upgrade"})
+
 STACK_LIFECYCLE = Lifecycle(
     states=StackState,
     initial="active",
-    steps=(step("remove", {"active"}, "removed", via="removing", error="removed"),),
+    steps=(
+        # A failed or canceled upgrade stops where it is: rollback, or upgrade again.
+        step("upgrade", {"active", "canceled-upgrade"}, "upgraded", via="upgrading",
+             error="canceled-upgrade", input="stackUpgrade"),
+        step("finishupgrade", {"upgraded"}, "active", via="finishing-upgrade",
+             error="upgraded"),
+        step("rollback", {"upgraded", "canceled-upgrade"}, "active", via="rolling-back",
+             error="canceled-upgrade"),
+        step("cancelupgrade", {"upgrading"}, "canceled-upgrade", via="canceling-upgrade",
+             error="canceled-upgrade"),
+        step("remove", _STACK_RESTING, "removed", via="removing", error="removed"),
+    ),
     verbs={
-        "activateservices": Action(frozenset({"active"}), None, "stack"),
-        "deactivateservices": Action(frozenset({"active"}), None, "stack"),
-        "exportconfig": Action(frozenset({"active"}), "composeConfigInput", "composeConfig"),
-        "addoutputs": Action(frozenset({"active"}), "addOutputsInput", "stack"),
+        "activateservices": Action(_STACK_RESTING, None, "stack"),
+        "deactivateservices": Action(_STACK_RESTING, None, "stack"),
+        "exportconfig": Action(_STACK_RESTING, "composeConfigInput", "composeConfig"),
+        "addoutputs": Action(_STACK_RESTING, "addOutputsInput", "stack"),
     },
 )

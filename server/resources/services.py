@@ -16,7 +16,6 @@ from typing import Any
 
 from server.api.context import RequestContext
 from server.api.errors import ApiError, invalid
-from server.api.errors import Conflict as ApiConflict
 from server.api.schema import Field, Schema, Scope
 from server.api.types import Linked, ResourceType
 from server.api.validation import validate_create
@@ -25,7 +24,6 @@ from server.resources.container_spec import build_spec
 from server.resources.containers import CONTAINER
 from server.resources.service_lifecycle import SERVICE_LIFECYCLE
 from server.store import Condition, Query, Record
-from server.store import Conflict as StoreConflict
 from shared.ids import format_id, parse_id
 
 SERVICE_KINDS = ("service", "dnsService", "externalService")
@@ -206,15 +204,8 @@ class ServiceType(ResourceType):
             values["secondaryLaunchConfigs"] = check_sidekicks(values["secondaryLaunchConfigs"])
         if self.schema.id == "externalService":
             check_external({**record.data, **values})
-        columns = {k: v for k, v in values.items() if k in ("name", "description")}
-        data = {k: v for k, v in values.items() if k not in columns}
-        # Not against the version read: the controller writes the service all the time
-        # (currentScale, healthState), and a PUT's fields are merged key by key, so a
-        # client's ``scale`` never undoes them nor they it.
-        try:
-            return await caller.store.update(record.id, columns, data)
-        except StoreConflict as exc:
-            raise ApiConflict(str(exc)) from exc
+        # The controller writes the service all the time (currentScale, healthState).
+        return await self.merge(caller, record, values)
 
     async def _stack(self, caller: Caller, ref: Any, project_id: int | None) -> Record:
         number = parse_id(str(ref), "1st") if not isinstance(ref, int) else ref

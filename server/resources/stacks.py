@@ -4,11 +4,14 @@ optional rancher-compose.yml posted as text (``server.compose``), exported back 
 A stack made from compose files gets every service of the files, their links resolved by
 name, and starts them when ``startOnCreate`` says so. The files are checked in full before
 anything is made: a syntax error (with its line and column), unknown keys (all of them) and
-links to missing services are one 422 each, and leave nothing behind.
+links to missing services are one 422 each, and leave nothing behind. ``upgrade`` takes new
+files, checked the same way before the stack enters ``upgrading``; the engine carries it out
+(``server.engine.stack_upgrade``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from server import operations
@@ -19,6 +22,7 @@ from server.api.types import Linked, ResourceType
 from server.api.validation import validate_create
 from server.caller import Caller
 from server.compose import ComposeError, ServiceTemplate, StackTemplate, export_stack, parse_stack
+from server.engine.stack_changes import PREVIOUS, StackUpgradeError, plan_changes
 from server.resources.service_lifecycle import STACK_LIFECYCLE
 from server.resources.services import (
     SERVICE_KINDS,
@@ -44,6 +48,9 @@ STACK = Schema(
         "healthState": Field(type="enum", options=("healthy", "unhealthy", "degraded",
                                                    "initializing", "started-once")),
         "serviceIds": Field(type="array[reference[service]]", filterable=False),
+        # What an upgrade replaced, for its rollback.
+        "previousEnvironment": Field(type="map[string]", filterable=False),
+        "previousExternalId": Field(filterable=False),
     },
     states=STACK_LIFECYCLE.state_names, actions=STACK_LIFECYCLE.actions(),
     collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
@@ -56,7 +63,13 @@ COMPOSE_CONFIG_INPUT = Schema(id="composeConfigInput", scope=Scope.PROJECT, embe
                                                           create=True)})
 ADD_OUTPUTS = Schema(id="addOutputsInput", scope=Scope.PROJECT, embedded=True, fields={
     "outputs": Field(type="map[string]", create=True, required=True, nullable=False)})
-EMBEDDED = [COMPOSE_CONFIG, COMPOSE_CONFIG_INPUT, ADD_OUTPUTS]
+STACK_UPGRADE = Schema(id="stackUpgrade", scope=Scope.PROJECT, embedded=True, fields={
+    "dockerCompose": Field(create=True, max_length=1024 * 1024),
+    "rancherCompose": Field(create=True, max_length=1024 * 1024),
+    "environment": Field(type="map[string]", create=True),
+    "externalId": Field(create=True),
+})
+EMBEDDED = [COMPOSE_CONFIG, COMPOSE_CONFIG_INPUT, ADD_OUTPUTS, STACK_UPGRADE]
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -90,21 +103,34 @@ class StackType(ResourceType):
     async def create(self, caller: Caller, values: dict[str, Any]) -> Record:
         project_id, _ = self.owner(caller)
         check_name(values["name"])
-        same = await caller.store.list(Query(
-            types=["stack"], project_id=project_id, limit=1,
-            conditions=[Condition("name", "eq", values["name"]),
-                        Condition("removed", "null")]))
-        if same:
-            raise invalid("NotUnique", "name", f"a stack named {values['name']!r} exists")
-        template = self._template(values)
+        await self._check_unique_name(caller, project_id, values["name"])
+        template = self.template_of(values)
         if template is not None:
             await self._check(caller, template)
+            for service in template.services:
+                await self.resolve_links(caller, service, {s.name for s in template.services})
         stack = await self.store_new(caller, values, project_id=project_id, account_id=None)
         if template is not None:
             await self._make_services(caller, stack, template, bool(values.get("startOnCreate")))
         return stack
 
-    def _template(self, values: dict[str, Any]) -> StackTemplate | None:
+    async def update(self, caller: Caller, record: Record, values: dict[str, Any]) -> Record:
+        if "name" in values and values["name"] != record.name:
+            check_name(values["name"])
+            await self._check_unique_name(caller, record.project_id, values["name"])
+        # The service controller writes the stack's healthState all the time.
+        return await self.merge(caller, record, values)
+
+    async def _check_unique_name(self, caller: Caller, project_id: int | None,
+                                 name: str) -> None:
+        same = await caller.store.list(Query(
+            types=["stack"], project_id=project_id, limit=1,
+            conditions=[Condition("name", "eq", name), Condition("removed", "null")]))
+        if same:
+            raise invalid("NotUnique", "name", f"a stack named {name!r} exists")
+
+    def template_of(self, values: Mapping[str, Any]) -> StackTemplate | None:
+        """The services a stack's files (or a create or upgrade body) describe."""
         text = values.get("dockerCompose")
         if not text:
             if values.get("rancherCompose"):
@@ -152,18 +178,11 @@ class StackType(ResourceType):
 
     async def _make_services(self, caller: Caller, stack: Record, template: StackTemplate,
                              start: bool) -> None:
-        made: dict[str, Record] = {}
+        made = {service.name: await self.make_service(caller, stack, service)
+                for service in template.services}
+        ids = {name: record.id for name, record in made.items()}
         for service in template.services:
-            # rancher-compose's start_on_create is true unless it says otherwise; they are
-            # started below, once every link is in place.
-            body = {"startOnCreate": True, **service.fields, "name": service.name,
-                    "stackId": format_id("1st", stack.id)}
-            rtype = caller.services.types.get(service.type)
-            assert isinstance(rtype, ServiceType)
-            made[service.name] = await rtype.create(
-                caller, validate_create(rtype.schema, body), start=False)
-        for service in template.services:
-            links = await self._links(caller, service, made)
+            links = await self.resolve_links(caller, service, ids)
             if links:
                 made[service.name] = await caller.store.update(
                     made[service.name].id, {}, {"linkedServices": links})
@@ -172,16 +191,30 @@ class StackType(ResourceType):
                 if made[service.name].data.get("startOnCreate"):
                     await operations.act(caller, made[service.name], "activate")
 
-    async def _links(self, caller: Caller, service: ServiceTemplate,
-                     made: dict[str, Record]) -> dict[str, int]:
+    async def make_service(self, caller: Caller, stack: Record,
+                           service: ServiceTemplate) -> Record:
+        """One service of the files, not started: its links are set once all exist."""
+        # rancher-compose's start_on_create is true unless it says otherwise.
+        body = {"startOnCreate": True, **service.fields, "name": service.name,
+                "stackId": format_id("1st", stack.id)}
+        rtype = caller.services.types.get(service.type)
+        assert isinstance(rtype, ServiceType)
+        return await rtype.create(caller, validate_create(rtype.schema, body), start=False)
+
+    async def resolve_links(self, caller: Caller, service: ServiceTemplate,
+                     known: Mapping[str, int] | set[str]) -> dict[str, int]:
+        """The service's links as linkedServices (alias → service id), ``known`` having the
+        stack's services by name; with ``known`` a set of names (a check before anything
+        is made) the stack's own targets resolve to 0."""
         links: dict[str, int] = {}
         for link in service.links:
-            target = made.get(link.service) if "/" not in link.service else \
-                await self._external_target(caller, link.service)
-            if target is None:
+            if "/" in link.service:
+                links[link.name] = (await self._external_target(caller, link.service)).id
+                continue
+            if link.service not in known:
                 raise invalid("InvalidReference", "dockerCompose",
                               f"services.{service.name}.links: no service {link.service}")
-            links[link.name] = target.id
+            links[link.name] = known[link.service] if isinstance(known, Mapping) else 0
         return links
 
     async def services_of(self, caller: Caller, stack: Record) -> list[Record]:
@@ -201,10 +234,39 @@ class StackType(ResourceType):
             return record
         if name == "exportconfig":
             return await self.export(caller, record, values.get("serviceIds"))
+        if name == "upgrade":
+            row = self.lifecycle.step(name)
+            assert row is not None
+            return await self.take_step(caller, record, row,
+                                        await self._prepare_upgrade(caller, record, values))
         if name == "addoutputs":
             outputs = {**(record.data.get("outputs") or {}), **values["outputs"]}
             return await self.write(caller, record, {}, {"outputs": outputs})
         return await super().perform(caller, record, name, values)
+
+    async def _prepare_upgrade(self, caller: Caller, stack: Record,
+                               values: Mapping[str, Any]) -> dict[str, Any]:
+        """The stack's data as the upgrade starts: the new files (what the body leaves out
+        stays), what they replace, and an empty record of what the upgrade did. Every
+        problem is a 422 here, before anything changes."""
+        from server.engine.stack_upgrade import existing_services
+
+        new = {key: values[key] if key in values else stack.data.get(key) for key in PREVIOUS}
+        template = self.template_of(new)
+        if template is None:
+            raise invalid("MissingRequired", "dockerCompose",
+                          "an upgrade needs the stack's new dockerCompose")
+        await self._check(caller, template)
+        existing = await existing_services(caller.store, stack)
+        try:
+            plan_changes(template, existing)
+        except StackUpgradeError as exc:
+            raise invalid("InvalidState", "dockerCompose", exc.message) from None
+        names = {s.name for s in template.services} | set(existing)
+        for service in template.services:
+            await self.resolve_links(caller, service, names)
+        return {**new, **{previous: stack.data.get(key) for key, previous in PREVIOUS.items()},
+                "upgradeProgress": {}}
 
     async def export(self, caller: Caller, stack: Record,
                      only: list[str] | None) -> dict[str, Any]:

@@ -77,6 +77,46 @@ def test_cattle_makes_a_stack_from_compose_files_and_exports_them_back(
         "db", "db:database"]
 
 
+def test_cattle_upgrades_a_stack_from_new_files_then_rolls_it_back(
+        api: cattle.Client) -> None:
+    stack = api.wait_success(api.create_stack(name="grow", dockerCompose=COMPOSE,
+                                              rancherCompose=RANCHER,
+                                              environment={"SIZE": "s"}))
+    newer = COMPOSE.replace("ROLE: db", "ROLE: primary") + \
+        "  cache:\n    image: busybox\n    command: httpd -f -p 81\n"
+    stack = api.wait_success(stack.upgrade(dockerCompose=newer, environment={"SIZE": "m"}))
+    assert stack.state == "upgraded"
+    assert stack.dockerCompose == newer and vars(stack.environment) == {"SIZE": "m"}
+    assert vars(stack.previousEnvironment) == {"SIZE": "s"}
+    services = {s.name: s for s in api.list_service(stackId=stack.id)}
+    assert set(services) == {"web", "db", "cache"}
+    # Nothing runs (the stack did not start its services): db's new launch config is set
+    # as it is, and cache is made but not started.
+    assert services["db"].state == "inactive"
+    assert vars(services["db"].launchConfig.environment) == {"ROLE": "primary"}
+    assert services["cache"].state == "inactive"
+
+    stack = api.wait_success(stack.rollback())
+    assert stack.state == "active" and stack.dockerCompose == COMPOSE
+    assert stack.previousEnvironment is None
+    db = api.by_id_service(services["db"].id)
+    assert vars(db.launchConfig.environment) == {"ROLE": "db"}
+    assert api.by_id_service(services["cache"].id).state in ("removing", "removed")
+
+
+async def test_an_upgrade_with_bad_files_is_a_422_and_changes_nothing(
+        client: TestClient) -> None:
+    status, stack = await send(client, "POST", "/v2-beta/stacks",
+                               {"name": "steady", "dockerCompose": COMPOSE})
+    assert status == 201
+    status, body = await send(client, "POST", f"/v2-beta/stacks/{stack['id']}?action=upgrade",
+                              {"dockerCompose": "services:\n  web:\n    image: [\n"})
+    assert status == 422 and body["fieldName"] == "dockerCompose"
+    assert "(line 4, column 1)" in body["message"]
+    status, again = await send(client, "GET", f"/v2-beta/stacks/{stack['id']}")
+    assert again["state"] == "active" and again["dockerCompose"] == COMPOSE
+
+
 def test_cattle_lists_every_kind_of_service_under_services(api: cattle.Client) -> None:
     stack = api.create_stack(name="kinds")
     api.create_service(name="app", stackId=stack.id, launchConfig={"imageUuid": "docker:x"})
