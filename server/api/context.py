@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from server.api.dialect import IDENTITY, Dialect
 from server.store import Actor, ActorKind, Record
 from shared.ids import format_id
 
@@ -55,6 +56,8 @@ class RequestContext:
     caller: Caller
     # True when the request named its environment (URL or X-API-Project-Id header).
     explicit_project: bool = False
+    # How this request's API version names types, fields and links (server.api.dialect).
+    dialect: Dialect = IDENTITY
 
     @property
     def schemas_url(self) -> str:

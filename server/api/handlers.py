@@ -21,7 +21,8 @@ from server.api import policy
 from server.api.auth import authenticate_api
 from server.api.client_headers import ACCOUNT_ID_KEY
 from server.api.context import Principal, RequestContext
-from server.api.errors import MethodNotAllowed, NotFound, invalid
+from server.api.dialect import Dialect, dialect_for
+from server.api.errors import ApiError, MethodNotAllowed, NotFound, invalid
 from server.api.policy import Verb
 from server.api.query import FIELD_COLUMNS, parse_collection_query, value_kind
 from server.api.render import (
@@ -85,6 +86,16 @@ def _project_link(services: Services, segments: list[str]) -> bool:
 
 
 async def api(request: web.Request) -> web.StreamResponse:
+    dialect = dialect_for(request.match_info["version"])
+    try:
+        return await _serve(request, dialect)
+    except ApiError as exc:
+        dialect.error_out(exc)
+        raise
+
+
+async def _serve(request: web.Request, dialect: Dialect) -> web.StreamResponse:
+    """One API request, every name in it already Corral's own or turned into it here."""
     services = request.app[SERVICES]
     version = request.match_info["version"]
     version_url = f"{origin(request)}/{version}"
@@ -110,7 +121,7 @@ async def api(request: web.Request) -> web.StreamResponse:
                     account_id=principal.account_id, origin=origin(request))
     ctx = RequestContext(principal=principal, project=project, version_url=version_url,
                          base_url=base_url, services=services, caller=caller,
-                         explicit_project=bool(scoped or header_project))
+                         explicit_project=bool(scoped or header_project), dialect=dialect)
     match segments:
         case []:
             return _root(request, ctx)
@@ -121,22 +132,23 @@ async def api(request: web.Request) -> web.StreamResponse:
         case ["schemas", schema_id]:
             return _schema(ctx, schema_id)
         case [collection]:
-            rtype = _type(services, principal, collection)
+            rtype = _type(ctx, collection)
             if request.method == "GET":
                 return await _list(request, ctx, rtype)
             if request.method == "POST":
                 return await _create(request, ctx, rtype)
             raise MethodNotAllowed(f"{request.method} is not allowed on a collection")
         case [collection, resource_id]:
-            rtype = _type(services, principal, collection)
+            rtype = _type(ctx, collection)
             return await _resource(request, ctx, rtype, resource_id)
         case [collection, resource_id, link]:
-            rtype = _type(services, principal, collection)
+            rtype = _type(ctx, collection)
             if request.method != "GET":
                 raise MethodNotAllowed("links are read with GET")
             record = await load(ctx, rtype, resource_id)
             return json_response(await render_link(await _in_record_env(ctx, rtype, record),
-                                                   rtype, record, link))
+                                                   rtype, record,
+                                                   dialect.link_in(link) or link))
         case _:
             raise NotFound(f"no such resource: {request.path}")
 
@@ -148,13 +160,14 @@ def _root(request: web.Request, ctx: RequestContext) -> web.Response:
              "subscribe": f"{ctx.base_url}/subscribe"}
     for schema in ctx.services.types.schemas():
         if not schema.embedded and policy.can_use(ctx.principal, schema):
-            links[schema.collection_name] = f"{ctx.base_url}/{schema.collection_name}"
+            name = ctx.dialect.collection_out(schema.collection_name)
+            links[name] = f"{ctx.base_url}/{name}"
     return json_response({"id": ctx.version_url.rsplit("/", 1)[1], "type": "apiVersion",
                           "links": links, "actions": {}})
 
 
 def _schemas(ctx: RequestContext) -> web.Response:
-    data = [s.render(ctx.base_url) for s in ctx.services.types.schemas()
+    data = [ctx.dialect.schema(s).render(ctx.base_url) for s in ctx.services.types.schemas()
             if policy.can_use(ctx.principal, s)]
     return json_response({"type": "collection", "resourceType": "schema",
                           "links": {"self": ctx.schemas_url, "root": ctx.base_url},
@@ -164,15 +177,17 @@ def _schemas(ctx: RequestContext) -> web.Response:
 
 
 def _schema(ctx: RequestContext, schema_id: str) -> web.Response:
-    schema = ctx.services.types.schema(schema_id)
+    own = ctx.dialect.type_in(schema_id)
+    schema = ctx.services.types.schema(own) if own is not None else None
     if schema is None or not policy.can_use(ctx.principal, schema):
         raise NotFound(f"schema {schema_id} not found")
-    return json_response(schema.render(ctx.base_url))
+    return json_response(ctx.dialect.schema(schema).render(ctx.base_url))
 
 
-def _type(services: Services, principal: Principal, collection: str) -> ResourceType:
-    rtype = services.types.by_collection(collection)
-    if rtype is None or not policy.can_use(principal, rtype.schema):
+def _type(ctx: RequestContext, collection: str) -> ResourceType:
+    own = ctx.dialect.collection_in(collection)
+    rtype = ctx.services.types.by_collection(own) if own is not None else None
+    if rtype is None or not policy.can_use(ctx.principal, rtype.schema):
         raise NotFound(f"unknown resource type {collection!r}")
     return rtype
 
@@ -206,7 +221,8 @@ def _owner_conditions(rtype: ResourceType, conditions: list[Condition]) -> list[
 
 async def _list(request: web.Request, ctx: RequestContext, rtype: ResourceType) -> web.Response:
     policy.check(ctx.principal, Verb.LIST, rtype.schema)
-    cq = parse_collection_query(rtype.schema, request.query)
+    params = ctx.dialect.query_in(rtype.schema, request.query)
+    cq = parse_collection_query(rtype.schema, params)
     sort_field = rtype.schema.all_fields.get(cq.sort) if cq.sort else None
     sort = "id"
     if cq.sort == "accountId":
@@ -222,7 +238,7 @@ async def _list(request: web.Request, ctx: RequestContext, rtype: ResourceType) 
     has_more = len(records) > cq.limit
     body = render_collection(ctx, rtype, records[:cq.limit], cq, request.query, has_more)
     await embed_included(ctx, rtype, records[:cq.limit], body["data"],
-                         request.query.getall("include", []))
+                         params.getall("include", []))
     return json_response(body)
 
 
@@ -231,7 +247,7 @@ async def _create(request: web.Request, ctx: RequestContext,
     policy.check(ctx.principal, Verb.CREATE, rtype.schema)
     if "POST" not in rtype.schema.collection_methods:
         raise MethodNotAllowed(f"{rtype.schema.plural_name} cannot be created through the API")
-    body = await read_json(request)
+    body = ctx.dialect.body_in(rtype.schema, await read_json(request))
     caller = await _creating_caller(ctx, rtype, body)
     record = await operations.create(caller, rtype.schema.id, body)
     return json_response(render_resource(ctx, rtype, record), status=201)
@@ -286,14 +302,15 @@ async def _in_record_env(ctx: RequestContext, rtype: ResourceType,
 
 
 async def load(ctx: RequestContext, rtype: ResourceType, resource_id: str) -> Record:
-    number = parse_id(resource_id, rtype.schema.id_prefix)
+    number = ctx.dialect.parse_id(resource_id, rtype.schema.id_prefix)
     record = await ctx.services.store.get(number) if number is not None else None
+    what = ctx.dialect.type_out(rtype.schema.id)
     if record is None or record.type not in rtype.listed_types():
-        raise NotFound(f"{rtype.schema.id} {resource_id} not found")
+        raise NotFound(f"{what} {resource_id} not found")
     policy.check(ctx.principal, Verb.READ, rtype.schema, record)
     if ctx.explicit_project and rtype.schema.scope is Scope.PROJECT and \
             ctx.project is not None and record.project_id != ctx.project.id:
-        raise NotFound(f"{rtype.schema.id} {resource_id} not found in environment "
+        raise NotFound(f"{what} {resource_id} not found in environment "
                        f"{format_id(PROJECT_PREFIX, ctx.project.id)}")
     return record
 
@@ -304,19 +321,26 @@ async def _resource(request: web.Request, ctx: RequestContext, rtype: ResourceTy
     record = await load(ctx, rtype, resource_id)
     action = request.query.get("action")
     if request.method == "GET":
+        include = ctx.dialect.query_in(schema, request.query).getall("include", [])
         return json_response(await render_with_included(
-            await _in_record_env(ctx, rtype, record), rtype, record,
-            request.query.getall("include", [])))
+            await _in_record_env(ctx, rtype, record), rtype, record, include))
     caller = await _caller_for(ctx, rtype, record)
+    own = ctx.services.types.get(record.type)
+    own_schema = own.schema if own is not None else schema
     if request.method == "POST" and action:
         policy.check(ctx.principal, Verb.ACTION, schema, record)
-        result = await operations.act(caller, record, action, await read_json(request))
+        declared = own_schema.actions.get(action)
+        inputs = ctx.services.types.schema(declared.input) \
+            if declared is not None and declared.input else None
+        body = ctx.dialect.body_in(inputs, await read_json(request))
+        result = await operations.act(caller, record, action, body)
         if isinstance(result, Record):
             return json_response(render_resource(ctx, rtype, result))
         return json_response(result)
     if request.method == "PUT" and "PUT" in schema.resource_methods:
         policy.check(ctx.principal, Verb.UPDATE, schema, record)
-        updated = await operations.update(caller, record, await read_json(request))
+        updated = await operations.update(caller, record,
+                                          ctx.dialect.body_in(own_schema, await read_json(request)))
         return json_response(render_resource(ctx, rtype, updated))
     if request.method == "DELETE" and "DELETE" in schema.resource_methods:
         policy.check(ctx.principal, Verb.DELETE, schema, record)

@@ -11,6 +11,7 @@ from multidict import MultiMapping
 
 from server.api import policy
 from server.api.context import RequestContext
+from server.api.dialect import Dialect
 from server.api.query import CollectionQuery, sortable_fields
 from server.api.schema import Scope
 from server.api.types import Linked, ResourceType
@@ -74,7 +75,7 @@ def render_resource(ctx: RequestContext, rtype: ResourceType, record: Record) ->
     out["links"] = links
     out["actions"] = {name: f"{self_url}?action={name}"
                       for name in rtype.available_actions(record)}
-    return out
+    return ctx.dialect.resource_out(schema, out)
 
 
 async def render_link(ctx: RequestContext, rtype: ResourceType, record: Record,
@@ -87,8 +88,9 @@ async def render_link(ctx: RequestContext, rtype: ResourceType, record: Record,
     items = _render_linked(ctx, linked)
     if linked.one:
         return items[0] if items else {}
-    url = f"{resource_url(ctx, rtype, record)}/{name}"
-    return {"type": "collection", "resourceType": linked.resource_type,
+    dialect = ctx.dialect
+    url = dialect.url_out(f"{resource_url(ctx, rtype, record)}/{dialect.link_out(name)}")
+    return {"type": "collection", "resourceType": dialect.type_out(linked.resource_type),
             "links": {"self": url}, "createTypes": {}, "actions": {}, "data": items,
             "sortLinks": {}, "pagination": {"first": None, "previous": None, "next": None,
                                             "limit": len(items), "total": None,
@@ -114,7 +116,8 @@ async def embed_included(ctx: RequestContext, rtype: ResourceType, records: Sequ
         for name in names:
             linked = await rtype.linked(ctx.caller, record, name)
             items = _render_linked(ctx, linked)
-            out[name] = (items[0] if items else None) if linked.one else items
+            out[ctx.dialect.link_out(name)] = (items[0] if items else None) if linked.one \
+                else items
 
 
 def _render_linked(ctx: RequestContext, linked: Linked) -> list[dict[str, Any]]:
@@ -124,15 +127,24 @@ def _render_linked(ctx: RequestContext, linked: Linked) -> list[dict[str, Any]]:
         if other is not None and policy.can_use(ctx.principal, other.schema):
             items.append(render_resource(ctx, other, record))
     for obj in linked.objects:
-        items.append({"type": linked.resource_type, "links": {}, "actions": {}, **obj})
+        items.append({"type": ctx.dialect.type_out(linked.resource_type), "links": {},
+                      "actions": {}, **obj})
     return items
+
+
+def _filters_out(dialect: Dialect,
+                 given: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if given is None or not dialect.renames:
+        return given
+    return [{**f, "value": dialect.id_out(f["value"])} for f in given]
 
 
 def render_collection(ctx: RequestContext, rtype: ResourceType, records: list[Record],
                       query: CollectionQuery, params: MultiMapping[str],
                       has_more: bool) -> dict[str, Any]:
     schema = rtype.schema
-    url = f"{ctx.base_url}/{schema.collection_name}"
+    dialect = ctx.dialect
+    url = f"{ctx.base_url}/{dialect.collection_out(schema.collection_name)}"
     kept = [(k, v) for k, v in params.items() if k != "marker" and not k.startswith("_")]
     next_url = None
     if has_more:
@@ -141,14 +153,15 @@ def render_collection(ctx: RequestContext, rtype: ResourceType, records: list[Re
             next_params.append(("limit", str(query.limit)))
         next_url = f"{url}?{urlencode(next_params)}"
     sort_params = [(k, v) for k, v in kept if k not in ("sort", "order", "limit")]
-    sort_links = {name: f"{url}?{urlencode([*sort_params, ('sort', name)])}"
-                  for name in sortable_fields(schema)}
+    sort_links = {wire: f"{url}?{urlencode([*sort_params, ('sort', wire)])}"
+                  for wire in map(dialect.field_out, sortable_fields(schema))}
     reverse = [*[(k, v) for k, v in kept if k != "order"],
                ("order", "asc" if query.descending else "desc")]
-    create_types = {schema.id: url} if "POST" in schema.collection_methods else {}
+    create_types = {dialect.type_out(schema.id): url} \
+        if "POST" in schema.collection_methods else {}
     return {
         "type": "collection",
-        "resourceType": schema.id,
+        "resourceType": dialect.type_out(schema.id),
         "links": {"self": url},
         "createTypes": create_types,
         "actions": {},
@@ -156,9 +169,10 @@ def render_collection(ctx: RequestContext, rtype: ResourceType, records: list[Re
         "sortLinks": sort_links,
         "pagination": {"first": None, "previous": None, "next": next_url,
                        "limit": query.limit, "total": None, "partial": has_more},
-        "sort": {"name": query.sort or "id", "order": "desc" if query.descending else "asc",
+        "sort": {"name": dialect.field_out(query.sort or "id"),
+                 "order": "desc" if query.descending else "asc",
                  "reverse": f"{url}?{urlencode(reverse)}"},
-        "filters": {name: query.filters.get(name) for name, spec in schema.all_fields.items()
-                    if spec.filterable},
+        "filters": {dialect.field_out(name): _filters_out(dialect, query.filters.get(name))
+                    for name, spec in schema.all_fields.items() if spec.filterable},
         "createDefaults": {},
     }

@@ -114,8 +114,9 @@ def change_event(ctx: RequestContext, change: Change) -> dict[str, Any]:
     record = change.record
     rtype = ctx.services.types.get(record.type)
     assert rtype is not None
-    return {"name": EVENT, "sequence": change.seq, "resourceType": record.type,
-            "resourceId": public_id(rtype, record.id),
+    return {"name": EVENT, "sequence": change.seq,
+            "resourceType": ctx.dialect.type_out(record.type),
+            "resourceId": ctx.dialect.id_out(public_id(rtype, record.id)),
             "data": {"resource": render_resource(ctx, rtype, record)}}
 
 

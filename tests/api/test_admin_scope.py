@@ -21,6 +21,7 @@ import pytest
 from aiohttp import ClientWebSocketResponse
 from aiohttp.test_utils import TestClient
 
+from server.api.dialect import dialect_for
 from server.api.handlers import SERVICES
 from server.api.schema import Scope
 from server.app import create_app
@@ -148,8 +149,10 @@ async def test_account_id_is_a_filter_of_every_environment_scoped_type(
     scoped = [t.schema.id for t in client.app[SERVICES].types.types()
               if t.schema.scope is Scope.PROJECT]
     assert {"host", "container", "registrationToken", "volume"} <= set(scoped)
+    names = dialect_for("v1")  # the client reads /v1/schemas, where a stack is an environment
     for type_id in scoped:
-        assert hasattr(api.schema.types[type_id].collectionFilters, "accountId"), type_id
+        name = names.type_out(type_id)
+        assert hasattr(api.schema.types[name].collectionFilters, "accountId"), name
 
 
 # --- X-API-Account-Id and X-API-Client-Ip -------------------------------------------------
