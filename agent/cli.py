@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from agent.facts import FactsSource
 from agent.handlers import HANDLERS, STREAMING
 from agent.health import HealthChecker
 from agent.host_facts import parse_labels
+from agent.lb import LbManager
 from agent.logs import log, set_host
 from agent.network import Overlay, SubprocessRunner
 from agent.network.manager import NetworkManager
@@ -28,6 +30,7 @@ from agent.runtime import DockerRuntime
 from agent.state import Credentials, StateDir, StateError
 from shared import protocol
 from shared.health import HealthResult
+from shared.lb import LbResult
 from shared.logformat import formatter
 
 DEFAULT_STATE_DIR = "/var/lib/corral"
@@ -43,6 +46,7 @@ class AgentConfig:
     labels: dict[str, str] | None
     docker_env: dict[str, str] = field(default_factory=dict)
     register_only: bool = False
+    haproxy: str = "haproxy"  # the binary load balancers run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--haproxy", help="the HAProxy binary load balancers run (default: "
+                                          "$CORRAL_HAPROXY, else haproxy on the PATH)")
     parser.add_argument("--register-only", action="store_true",
                         help="register (or re-register) and exit")
     return parser
@@ -79,6 +85,7 @@ def read_config(args: argparse.Namespace, environ: Mapping[str, str]) -> AgentCo
         labels=parse_labels(labels_text) if labels_text is not None else None,
         docker_env=docker_env,
         register_only=args.register_only,
+        haproxy=args.haproxy or environ.get("CORRAL_HAPROXY") or "haproxy",
     )
 
 
@@ -122,16 +129,29 @@ async def run(config: AgentConfig) -> None:
         if connection is not None:
             await connection.report(protocol.HealthReport(results=[r.dump() for r in results]))
 
+    async def report_lb(results: list[LbResult]) -> None:
+        if connection is not None:
+            await connection.report(protocol.LbReport(results=[r.dump() for r in results]))
+
     health = HealthChecker(report_health)
+    # Each balancer's HAProxy outlives the agent; the next one adopts it.
+    lb = LbManager(config.state_dir / "lb", report_lb, haproxy=config.haproxy)
+    instructions = set(HANDLERS)
+    if shutil.which(config.haproxy) is None:
+        # Not offered, so the server places no balancer here.
+        instructions.discard("lb.apply")
+        log.warning("lb: no HAProxy binary %r: this host runs no load balancer until it is "
+                    "installed (apt-get install haproxy)", config.haproxy)
     try:
         facts = FactsSource(runtime, labels, config.agent_ip or credentials.agent_ip,
                             server_url=credentials.server_url,  # else detected
-                            instructions=HANDLERS)
+                            instructions=instructions)
         dispatcher = Dispatcher(HANDLERS, runtime, facts, streaming=STREAMING,
-                                network=network, dns=dns, health=health)
+                                network=network, dns=dns, health=health, lb=lb)
         connection = AgentConnection(credentials, facts, dispatcher, runtime)
         # A new session's server knows nothing yet: the next apply reports every state.
         connection.on_session(health.reconnected)
+        connection.on_session(lb.reconnected)
         main = asyncio.current_task()
         assert main is not None
         loop = asyncio.get_running_loop()
@@ -140,6 +160,7 @@ async def run(config: AgentConfig) -> None:
         network.start()
         dns.start()
         health.start()
+        await lb.start()
         try:
             await connection.run()
         except asyncio.CancelledError:
@@ -149,10 +170,12 @@ async def run(config: AgentConfig) -> None:
             # containers must stay reachable.
             if exc.host_removed:
                 await dns.stop()
+                await lb.stop_all()
                 await network.teardown()
             raise
     finally:
         await health.stop()
+        await lb.stop()
         await dns.stop()
         await network.stop()
         await asyncio.to_thread(runtime.close)

@@ -46,6 +46,7 @@ from typing import Protocol
 from agent.dns.manager import DnsService, NoDns
 from agent.facts import FactsSource
 from agent.health import HealthService, NoHealth
+from agent.lb import LbService, NoLb
 from agent.logs import log
 from agent.network.manager import NetworkService, NoNetwork
 from agent.runtime import ContainerRuntime
@@ -69,7 +70,7 @@ def new_inbox() -> asyncio.Queue[StreamInput]:
 @dataclass
 class InstructionContext:
     """What a handler may use: the runtime, the host facts, the managed network, the discovery
-    DNS, and a way to report progress."""
+    DNS, the health checker, the load balancers, and a way to report progress."""
 
     request: protocol.Request
     runtime: ContainerRuntime
@@ -80,6 +81,7 @@ class InstructionContext:
     network: NetworkService = field(default_factory=NoNetwork)
     dns: DnsService = field(default_factory=NoDns)
     health: HealthService = field(default_factory=NoHealth)
+    lb: LbService = field(default_factory=NoLb)
 
     async def progress(self, message: str, percent: int | None = None) -> None:
         await self.send(protocol.Progress(request_id=self.request.id, message=message,
@@ -127,11 +129,13 @@ class Dispatcher:
                  streaming: frozenset[str] = frozenset(),
                  network: NetworkService | None = None,
                  dns: DnsService | None = None,
-                 health: HealthService | None = None) -> None:
+                 health: HealthService | None = None,
+                 lb: LbService | None = None) -> None:
         self._handlers = handlers
         self._network = network or NoNetwork()
         self._dns = dns or NoDns()
         self._health = health or NoHealth()
+        self._lb = lb or NoLb()
         # Streams (logs, exec) last as long as someone watches: they take no per-resource
         # turn and no timeout, and get what the server sends on them through their inbox.
         self._streaming = streaming
@@ -341,7 +345,7 @@ class Dispatcher:
                                        ErrorCode.UNKNOWN_INSTRUCTION)
             ctx = InstructionContext(request, self._runtime, self._facts, send,
                                      inbox or new_inbox(), self._network, self._dns,
-                                     self._health)
+                                     self._health, self._lb)
             result = await handler(ctx)
             return protocol.Reply(request_id=request.id, data=result.dump())
         except InstructionError as exc:

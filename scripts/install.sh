@@ -84,6 +84,8 @@ After=network-online.target docker.service corral-server.service
 ExecStart=$home/bin/corral-agent
 Restart=always
 RestartSec=5
+# The HAProxy of each load balancer outlives an agent restart: the agent adopts it.
+KillMode=process
 
 [Install]
 WantedBy=multi-user.target

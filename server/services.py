@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from server.agents.streams import StreamTickets
     from server.engine.discovery import DiscoveryController
     from server.engine.health import HealthController
+    from server.engine.lb_controller import LoadBalancerController
     from server.engine.overlay import OverlayController
     from server.engine.placement import Placer
     from server.engine.reconcile import Reconciler
@@ -55,6 +56,8 @@ class Services:
     discovery: DiscoveryController = field(init=False)
     # Tells every agent which containers to check, and records what they report.
     health: HealthController = field(init=False)
+    # Places load balancer instances and pushes each host's balancers to its agent.
+    lb: LoadBalancerController = field(init=False)
     # Keeps every running service at its scale.
     service_controller: ServiceController = field(init=False)
     # Signs the tokens of streams and proxies; its public key is /v1/scripts/api.crt.

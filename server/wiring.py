@@ -16,6 +16,7 @@ from server.caches import Recent
 from server.config import Settings
 from server.engine.discovery import DiscoveryController
 from server.engine.health import HealthController
+from server.engine.lb_controller import LoadBalancerController
 from server.engine.overlay import OverlayController
 from server.engine.placement import Placer
 from server.engine.placement_view import PlacementView
@@ -80,6 +81,7 @@ async def running_services(
     services.service_controller = ServiceController(services)
     services.discovery = DiscoveryController(services)
     services.health = HealthController(services)
+    services.lb = LoadBalancerController(services)
     try:
         first = await bootstrap(store, settings, server_key)
         await feed.start()
@@ -89,6 +91,7 @@ async def running_services(
         await services.service_controller.start()
         await services.discovery.start()
         await services.health.start()
+        await services.lb.start()
         # Operations under way when the server stopped carry on once their hosts reconnect.
         await services.runner.resume()
         services.runner.start()
@@ -98,6 +101,7 @@ async def running_services(
         await services.service_controller.stop()
         await services.discovery.stop()
         await services.health.stop()
+        await services.lb.stop()
         await services.overlay.stop()
         await services.instructions.progress.stop()
         await hub.stop()

@@ -156,3 +156,19 @@ class Applied:
 
     def dump(self) -> JsonObject:
         return {"version": self.version}
+
+
+def bounded(f: Fields, key: str, default: int | None, maximum: int) -> int | None:
+    """An optional positive integer of at most ``maximum``; ``default`` when absent."""
+    value = f.opt_integer(key)
+    if value is None:
+        return default
+    if not 0 < value <= maximum:
+        raise f.refuse(f"{f.where}.{key} must be between 1 and {maximum}")
+    return value
+
+
+def bounded_or(f: Fields, key: str, default: int, maximum: int) -> int:
+    """:func:`bounded` with a default that is a number: never None."""
+    value = bounded(f, key, default, maximum)
+    return default if value is None else value

@@ -22,7 +22,16 @@ from enum import StrEnum
 from ipaddress import IPv4Address
 from typing import Self
 
-from shared.fields import Applied, Fields, JsonObject, Refuse, invalid_data, protocol_error
+from shared.fields import (
+    Applied,
+    Fields,
+    JsonObject,
+    Refuse,
+    bounded,
+    bounded_or,
+    invalid_data,
+    protocol_error,
+)
 
 
 class HealthState(StrEnum):
@@ -47,22 +56,6 @@ MAX_REQUEST_LINE = 1024
 MAX_MESSAGE = 100  # a result's message: short, so that a report of 1000 stays small
 # A container's record uuid: a uuid4 in practice; anything printable and short is accepted.
 _UUID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
-def _bounded(f: Fields, key: str, default: int | None, maximum: int) -> int | None:
-    """An optional positive integer of at most ``maximum``; ``default`` when absent."""
-    value = f.opt_integer(key)
-    if value is None:
-        return default
-    if not 0 < value <= maximum:
-        raise f.refuse(f"{f.where}.{key} must be between 1 and {maximum}")
-    return value
-
-
-def _required(f: Fields, key: str, default: int, maximum: int) -> int:
-    value = _bounded(f, key, default, maximum)
-    assert value is not None
-    return value
 
 
 def _uuid(f: Fields) -> str:
@@ -110,15 +103,15 @@ class HealthCheck:
                                "ASCII characters")
         return cls(
             uuid=_uuid(f), address=address, port=port, request_line=request_line,
-            interval_ms=_required(f, "interval", DEFAULT_INTERVAL_MS, MAX_DURATION_MS),
-            response_timeout_ms=_required(f, "responseTimeout", DEFAULT_RESPONSE_TIMEOUT_MS,
+            interval_ms=bounded_or(f, "interval", DEFAULT_INTERVAL_MS, MAX_DURATION_MS),
+            response_timeout_ms=bounded_or(f, "responseTimeout", DEFAULT_RESPONSE_TIMEOUT_MS,
                                           MAX_DURATION_MS),
-            healthy_threshold=_required(f, "healthyThreshold", DEFAULT_HEALTHY_THRESHOLD,
+            healthy_threshold=bounded_or(f, "healthyThreshold", DEFAULT_HEALTHY_THRESHOLD,
                                         MAX_THRESHOLD),
-            unhealthy_threshold=_required(f, "unhealthyThreshold",
+            unhealthy_threshold=bounded_or(f, "unhealthyThreshold",
                                           DEFAULT_UNHEALTHY_THRESHOLD, MAX_THRESHOLD),
-            initializing_timeout_ms=_bounded(f, "initializingTimeout", None, MAX_DURATION_MS),
-            reinitializing_timeout_ms=_bounded(f, "reinitializingTimeout", None,
+            initializing_timeout_ms=bounded(f, "initializingTimeout", None, MAX_DURATION_MS),
+            reinitializing_timeout_ms=bounded(f, "reinitializingTimeout", None,
                                                MAX_DURATION_MS),
             started_at=f.opt_number("startedAt", minimum=0))
 

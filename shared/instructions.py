@@ -20,6 +20,7 @@ from shared.containers import ContainerSpec, ContainerState
 from shared.discovery import DnsApplied, DnsApply
 from shared.fields import Fields, JsonObject, Refuse, invalid_data, protocol_error
 from shared.health import HealthApplied, HealthApply
+from shared.lb import LbApplied, LbApply
 from shared.overlay import NetworkApplied, NetworkApply
 
 
@@ -376,6 +377,7 @@ INSTRUCTIONS: Mapping[str, Instruction] = {
     "network.apply": Instruction(NetworkApply, NetworkApplied),
     "dns.apply": Instruction(DnsApply, DnsApplied),
     "health.apply": Instruction(HealthApply, HealthApplied),
+    "lb.apply": Instruction(LbApply, LbApplied),
 }
 
 

@@ -4,8 +4,9 @@ Phases: the agent opens ``/v1/agent/connect`` with its credentials in the HTTP h
 sends ``hello`` with its host facts, and receives ``welcome``. From then on the server sends
 ``request`` messages (instructions) and the agent answers each with ``progress`` messages and
 exactly one ``reply`` naming the request. The agent sends ``facts`` with the sections of its
-facts that changed, and ``healthReport`` with the health states of the containers it checks
-(``shared.health``) as they change. Liveness uses websocket ping/pong frames, not messages.
+facts that changed, ``healthReport`` with the health states of the containers it checks
+(``shared.health``) as they change, and ``lbReport`` with the states of its load balancers
+(``shared.lb``) as they change. Liveness uses websocket ping/pong frames, not messages.
 
 This module is pure: ``parse`` turns text into a message or raises ProtocolError, ``dump``
 turns a message into text.
@@ -39,11 +40,15 @@ FRAME_LIMITS: dict[str, int] = {
     "inventory": MAX_FRAME_BYTES,
     "streamData": 512 * KIB,
     "healthReport": 256 * KIB,
+    "lbReport": 256 * KIB,
 }
 SMALL_FRAME_LIMIT = 16 * KIB  # any other type
 # Results in one healthReport: an agent checking more containers sends several reports. A
 # result is at most about 250 bytes of JSON (shared.health bounds its fields), so 1000 fit.
 MAX_HEALTH_RESULTS = 1000
+# Results in one lbReport: a result is at most about 1.2 KB of JSON (shared.lb bounds its
+# message), and a host runs at most shared.lb.MAX_BALANCERS balancers.
+MAX_LB_RESULTS = 100
 
 JsonObject = dict[str, Any]
 
@@ -184,8 +189,17 @@ class HealthReport:
     type: Literal["healthReport"] = "healthReport"
 
 
+@dataclass(frozen=True)
+class LbReport:
+    """States of the agent's load balancers that changed (or all of them, on a new session);
+    each result is a ``shared.lb.LbResult`` object."""
+
+    results: list[JsonObject]
+    type: Literal["lbReport"] = "lbReport"
+
+
 AgentMessage = Hello | Facts | Progress | Reply | ContainerEvent | Inventory | StreamData | \
-    HealthReport
+    HealthReport | LbReport
 ServerMessage = Welcome | Request | StreamData | StreamResize | StreamClose
 Message = AgentMessage | ServerMessage
 
@@ -309,6 +323,14 @@ def parse(text: str | bytes) -> Message:
             if not all(isinstance(r, dict) for r in results):
                 raise ProtocolError("field 'results' must be a list of objects")
             return HealthReport(results=results)
+        case "lbReport":
+            results = _require(obj, "results", list)
+            if len(results) > MAX_LB_RESULTS:
+                raise ProtocolError(f"field 'results' may hold at most {MAX_LB_RESULTS} "
+                                    "results; send several reports")
+            if not all(isinstance(r, dict) for r in results):
+                raise ProtocolError("field 'results' must be a list of objects")
+            return LbReport(results=results)
         case "streamData":
             return StreamData(stream_id=_require(obj, "streamId", str),
                               data=_require(obj, "data", str))
@@ -349,7 +371,7 @@ def dump(message: Message) -> str:
             obj = {"event": message.event, "container": message.container, "time": message.time}
         case Inventory():
             obj = {"containers": message.containers}
-        case HealthReport():
+        case HealthReport() | LbReport():
             obj = {"results": message.results}
         case StreamData():
             obj = {"streamId": message.stream_id, "data": message.data}

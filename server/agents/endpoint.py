@@ -76,6 +76,8 @@ def _reports(services: Services, host_id: int) -> ReportCallback:
                 await services.reconciler.on_inventory(host_id, report)
             case protocol.HealthReport():
                 await services.health.on_report(host_id, report)
+            case protocol.LbReport():
+                await services.lb.on_report(host_id, report)
             case _:
                 assert_never(report)
 

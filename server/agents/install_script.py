@@ -23,6 +23,8 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 if [ -z "${{DOCKER_HOST:-}}" ] && [ ! -S /var/run/docker.sock ]; then
     die "no Docker engine found at /var/run/docker.sock: install and start Docker first"
 fi
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || echo "corral: haproxy is not \
+installed: this host runs no load balancer until it is (apt-get install haproxy)" >&2
 if [ ! -x "$PREFIX/bin/pip" ]; then
     python3 -m venv "$PREFIX" || die "python3 -m venv failed: install python3-venv"
 fi
@@ -42,6 +44,8 @@ Wants=network-online.target
 ExecStart=$PREFIX/bin/corral-agent --state-dir $STATE_DIR
 Restart=always
 RestartSec=5
+# The HAProxy of each load balancer outlives an agent restart: the agent adopts it.
+KillMode=process
 
 [Install]
 WantedBy=multi-user.target

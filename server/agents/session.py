@@ -35,7 +35,8 @@ from shared.errors import (
 from shared.protocol import CloseCode
 
 ProgressCallback = Callable[[protocol.Progress], Awaitable[None]]
-Report = protocol.Facts | protocol.ContainerEvent | protocol.Inventory | protocol.HealthReport
+Report = protocol.Facts | protocol.ContainerEvent | protocol.Inventory | \
+    protocol.HealthReport | protocol.LbReport
 ReportCallback = Callable[[Report], Awaitable[None]]
 MIB = 1024 * 1024
 # Reports wait as their text, parsed again when handled: parsed JSON takes up to twenty times
@@ -178,7 +179,7 @@ class AgentSession:
             report = protocol.parse(text)  # it parsed when it came: it parses again
             del text
             if not isinstance(report, protocol.Facts | protocol.ContainerEvent |
-                              protocol.Inventory | protocol.HealthReport):
+                              protocol.Inventory | protocol.HealthReport | protocol.LbReport):
                 continue
             try:
                 await self._on_report(report)
@@ -282,7 +283,7 @@ class AgentSession:
                 if pending is not None and pending.on_progress is not None:
                     await pending.on_progress(message)
             case protocol.Facts() | protocol.ContainerEvent() | protocol.Inventory() | \
-                    protocol.HealthReport():
+                    protocol.HealthReport() | protocol.LbReport():
                 self._queue_report(text, size)
             case protocol.Hello():
                 raise ProtocolError("hello may only be sent once, first")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from server.engine.discovery_state import build_table, payloads
 from server.engine.pusher import HostState, Pusher, Target
+from server.service_kinds import SERVICE_KINDS
 from server.store import Condition, Conflict, Query
 from server.store.paging import list_all
 from shared.discovery import DnsApplied
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INSTRUCTION = "dns.apply"
-SERVICE_TYPES = ["service", "dnsService", "externalService", "loadBalancerService"]
+SERVICE_TYPES = list(SERVICE_KINDS)
 _CONTAINER_FIELDS = frozenset({"primaryIpAddress", "state", "removed", "healthState",
                                "draining", "name", "hostId", "linkedServices"})
 _HOST_FIELDS = frozenset({"removed", "agentInstructions"})

@@ -11,10 +11,11 @@ from typing import Any
 from server.api.errors import Conflict as ApiConflict
 from server.api.errors import invalid
 from server.caller import Caller
+from server.service_kinds import SERVICE_KINDS
 from server.store import Conflict, Record
 from shared.ids import parse_id
 
-SERVICE_TYPES = frozenset({"service", "dnsService", "externalService", "loadBalancerService"})
+SERVICE_TYPES = frozenset(SERVICE_KINDS)
 
 
 async def resolve_link(caller: Caller, record: Record, link: Mapping[str, Any],

@@ -9,6 +9,8 @@ the controller shows as the service's transitioning error and tries again later.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,12 +32,14 @@ from server.engine.service_units import (
     Plan,
     Wish,
     container_name,
+    drain_seconds,
     health_of,
     plan,
     service_labels,
 )
 from server.resources.containers import CONTAINER, ContainerType
 from server.store import Condition, Query, Record
+from server.store import Conflict as StoreConflict
 from server.store.paging import list_all
 from shared.ids import format_id
 
@@ -87,7 +91,8 @@ def member_of(container: Record) -> Member | None:
                   launch_config=str(container.data.get("launchConfigName") or PRIMARY),
                   state=container.state, host_id=host_id if isinstance(host_id, int) else None,
                   health=container.data.get("healthState"),
-                  version=container.data.get("launchVersion"))
+                  version=container.data.get("launchVersion"),
+                  draining=bool(container.data.get("draining")))
 
 
 def host_view(host: Record, lost_after_ms: float, now_ms: float) -> HostView:
@@ -144,7 +149,7 @@ class ServicePass:
         for container_id in result.remove:
             container = by_id.get(container_id)
             if container is not None:
-                await self._remove(caller, container)
+                await self._retire(caller, service, container, hosts)
         problem = None
         for new in result.create:
             try:
@@ -155,6 +160,35 @@ class ServicePass:
                          problem)
                 break
         return PassResult(result, problem, health)
+
+    async def _retire(self, caller: Caller, service: Record, container: Record,
+                      hosts: Mapping[int, HostView]) -> None:
+        """A container the service no longer wants: one that still serves clients is drained
+        first (out of discovery and load balancers at once, removed a drain later, by a pass
+        this one asks for), so a scale-down fails no request; any other goes at once."""
+        host_id = container.data.get("hostId")
+        host = hosts.get(host_id) if isinstance(host_id, int) else None
+        serving = container.state == "running" and host is not None and host.active and \
+            container.data.get("healthState") != "unhealthy"
+        if serving:
+            drain = drain_seconds(service.data.get("launchConfig") or {})
+            since = container.data.get("drainingAt")
+            now = time.time()
+            if not container.data.get("draining") or not isinstance(since, int | float):
+                with contextlib.suppress(StoreConflict):
+                    await self._services.store.update(container.id, {}, {
+                        "draining": True, "drainingAt": now})
+                self._again(service.id, drain)
+                return
+            if now - since < drain:
+                self._again(service.id, drain - (now - since))
+                return
+        await self._remove(caller, container)
+
+    def _again(self, service_id: int, delay: float) -> None:
+        """Another pass of the service ``delay`` seconds from now."""
+        controller = self._services.service_controller
+        asyncio.get_running_loop().call_later(delay + 0.05, controller.queue, service_id)
 
     async def _remove(self, caller: Caller, container: Record) -> None:
         current = await caller.store.get(container.id)

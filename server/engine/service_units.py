@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 PRIMARY = "io.rancher.service.primary.launch.config"
 STACK_LABEL = "io.rancher.stack.name"
@@ -32,6 +33,16 @@ OWNED_LABELS = frozenset({UNIT_LABEL, SERVICE_LABEL})
 LIVE_STATES = frozenset({"requested", "creating", "starting", "running", "restarting",
                          "updating-running", "migrating"})
 GONE_STATES = frozenset({"removing", "removed", "purging", "purged"})
+DRAIN_SECONDS = 2.5
+"""How long a container leaves discovery and load balancers before it stops: DNS answers live
+1 s, pushes take less."""
+
+
+def drain_seconds(launch_config: Mapping[str, Any]) -> float:
+    """The drain of a service's containers: ``DRAIN_SECONDS``, or its ``drainTimeoutMs``."""
+    timeout = launch_config.get("drainTimeoutMs")
+    return max(DRAIN_SECONDS, timeout / 1000 if isinstance(timeout, int) and
+               not isinstance(timeout, bool) else 0)
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class Member:
     host_id: int | None
     health: str | None = None    # healthState, when the container has a health check
     version: str | None = None   # the launch config version it was made from
+    draining: bool = False       # on its way out: out of discovery and load balancers
 
     @property
     def gone(self) -> bool:
@@ -119,7 +131,7 @@ def _live(unit: Unit, wish: Wish, hosts: Mapping[int, HostView]) -> bool:
     if {m.launch_config for m in present} != set(wish.launch_configs):
         return False
     for member in present:
-        if member.state not in LIVE_STATES:
+        if member.state not in LIVE_STATES or member.draining:
             return False
         if wish.recreate_unhealthy and member.health == "unhealthy":
             return False

@@ -24,15 +24,13 @@ from server.engine.service_reconcile import (
     member_of,
     service_containers,
 )
-from server.engine.service_units import Unit, free_indexes, units_of
+from server.engine.service_units import Unit, drain_seconds, free_indexes, units_of
 from server.store import Record
 from shared.errors import InstructionError
 
 if TYPE_CHECKING:
     from server.services import Services
 
-DRAIN_SECONDS = 2.5
-"""How long a unit leaves discovery before it stops: answers live 1 s, pushes take less."""
 READY_TIMEOUT = 300.0
 POLL_SECONDS = 0.2
 
@@ -151,9 +149,7 @@ class Rollout:
         store = self._services.store
         for container_id in members:
             await store.update(container_id, {}, {"draining": True})
-        timeout = (self._service.data.get("launchConfig") or {}).get("drainTimeoutMs")
-        drain = max(DRAIN_SECONDS, timeout / 1000 if isinstance(timeout, int) else 0)
-        await asyncio.sleep(drain)
+        await asyncio.sleep(drain_seconds(self._service.data.get("launchConfig") or {}))
 
     async def _retire(self, units: list[Unit]) -> None:
         """Out of discovery, then stopped: kept for a rollback."""

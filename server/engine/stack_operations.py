@@ -10,10 +10,11 @@ from server.api.errors import ApiError
 from server.caller import Caller
 from server.engine import stack_upgrade
 from server.engine.runner import Operation, Outcome
+from server.service_kinds import SERVICE_KINDS
 from server.store import Condition, Query, Record
 from shared.errors import InstructionError
 
-_SERVICE_TYPES = ["service", "dnsService", "externalService"]
+_SERVICE_TYPES = list(SERVICE_KINDS)
 
 
 async def remove(caller: Caller, record: Record) -> Outcome:

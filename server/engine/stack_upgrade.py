@@ -33,10 +33,11 @@ from server.engine.stack_changes import (
     StackUpgradeError,
     plan_changes,
 )
+from server.service_kinds import SERVICE_KINDS
 from server.store import Condition, Query, Record, Store
 from shared.errors import InstructionError
 
-SERVICE_TYPES = ["service", "dnsService", "externalService"]
+SERVICE_TYPES = list(SERVICE_KINDS)
 POLL_SECONDS = 0.25
 
 
@@ -144,9 +145,9 @@ async def _carry_out(work: StackStep, stack: Record, changes: list[ServiceChange
     caller, store = work.caller, work.store
     stack_type = caller.services.types.get("stack")
     ids = {name: found.id for name, found in existing.items()}
-    for change in changes:
+    for change in sorted(changes, key=lambda c: c.template.type == "loadBalancerService"):
         if change.service_id is None:
-            made = await stack_type.make_service(caller, stack, change.template)  # type: ignore[union-attr]
+            made = await stack_type.make_service(caller, stack, change.template, ids)  # type: ignore[union-attr]
             ids[change.name] = made.id
             work.progress.created.append(made.id)
             await work.save()
@@ -156,7 +157,8 @@ async def _carry_out(work: StackStep, stack: Record, changes: list[ServiceChange
         if current is None:
             continue
         links = await stack_type.resolve_links(caller, change.template, ids)  # type: ignore[union-attr]
-        updates = dict(change.fields)
+        updates = {key: value for key, value in (await stack_type.api_fields(  # type: ignore[union-attr]
+            caller, stack, change.template, ids)).items() if key in change.fields}
         previous = dict(change.previous)
         if links != (current.data.get("linkedServices") or {}):
             updates["linkedServices"] = links

@@ -16,6 +16,7 @@ from server.lifecycle import Lifecycle
 from server.resources.container_lifecycle import CONTAINER_LIFECYCLE
 from server.resources.registered import REGISTERED
 from server.resources.service_lifecycle import SERVICE_LIFECYCLE, STACK_LIFECYCLE
+from server.service_kinds import SERVICE_KINDS
 
 
 def operation_tables() -> dict[str, tuple[Lifecycle, Mapping[str, Operation]]]:
@@ -25,5 +26,5 @@ def operation_tables() -> dict[str, tuple[Lifecycle, Mapping[str, Operation]]]:
             **{type_id: (REGISTERED, registering.OPERATIONS)
                for type_id in ("account", "apiKey", "registrationToken", "network")},
             **{type_id: (SERVICE_LIFECYCLE, service_operations.OPERATIONS)
-               for type_id in ("service", "dnsService", "externalService")},
+               for type_id in SERVICE_KINDS},
             "stack": (STACK_LIFECYCLE, stack_operations.OPERATIONS)}

@@ -23,14 +23,14 @@ from server.caller import Caller
 from server.resources.container_spec import build_spec
 from server.resources.containers import CONTAINER
 from server.resources.service_lifecycle import SERVICE_LIFECYCLE
+from server.service_kinds import SERVICE_KINDS
 from server.store import Condition, Query, Record
 from shared.ids import format_id, parse_id
 
-SERVICE_KINDS = ("service", "dnsService", "externalService")
 GLOBAL_LABEL = "io.rancher.scheduler.global"
 MAX_SCALE = 1000
 
-_COMMON: dict[str, Field] = {
+COMMON_FIELDS: dict[str, Field] = {
     "stackId": Field(type="reference[stack]", create=True, required=True, nullable=False),
     "metadata": Field(type="json", create=True, update=True, filterable=False),
     "startOnCreate": Field(type="boolean", create=True, nullable=False, default=False),
@@ -44,7 +44,7 @@ _COMMON: dict[str, Field] = {
 SERVICE = Schema(
     id="service", scope=Scope.PROJECT,
     fields={
-        **_COMMON,
+        **COMMON_FIELDS,
         "launchConfig": Field(type="json", create=True, update=True, filterable=False),
         "secondaryLaunchConfigs": Field(type="array[json]", create=True, update=True,
                                         filterable=False),
@@ -67,14 +67,14 @@ SERVICE = Schema(
     links=("instances", "stack"),
 )
 DNS_SERVICE = Schema(
-    id="dnsService", base_type="service", scope=Scope.PROJECT, fields=dict(_COMMON),
+    id="dnsService", base_type="service", scope=Scope.PROJECT, fields=dict(COMMON_FIELDS),
     states=SERVICE_LIFECYCLE.state_names, actions=SERVICE_LIFECYCLE.actions(),
     collection_methods=("GET", "POST"), resource_methods=("GET", "PUT", "DELETE"),
     links=("stack",),
 )
 EXTERNAL_SERVICE = Schema(
     id="externalService", base_type="service", scope=Scope.PROJECT,
-    fields={**_COMMON,
+    fields={**COMMON_FIELDS,
             "externalIpAddresses": Field(type="array[string]", create=True, update=True,
                                          filterable=False),
             "hostname": Field(create=True, update=True, max_length=253),

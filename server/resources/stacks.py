@@ -11,7 +11,7 @@ files, checked the same way before the stack enters ``upgrading``; the engine ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from server import operations
@@ -23,13 +23,14 @@ from server.api.validation import validate_create
 from server.caller import Caller
 from server.compose import ComposeError, ServiceTemplate, StackTemplate, export_stack, parse_stack
 from server.engine.stack_changes import PREVIOUS, StackUpgradeError, plan_changes
+from server.resources.load_balancers import lb_config_from_compose, lb_config_to_compose
 from server.resources.service_lifecycle import STACK_LIFECYCLE
 from server.resources.services import (
-    SERVICE_KINDS,
     ServiceType,
     check_launch_config,
     check_sidekicks,
 )
+from server.service_kinds import SERVICE_KINDS
 from server.store import Condition, Query, Record
 from shared.ids import format_id
 
@@ -178,9 +179,11 @@ class StackType(ResourceType):
 
     async def _make_services(self, caller: Caller, stack: Record, template: StackTemplate,
                              start: bool) -> None:
-        made = {service.name: await self.make_service(caller, stack, service)
-                for service in template.services}
-        ids = {name: record.id for name, record in made.items()}
+        made: dict[str, Record] = {}
+        ids: dict[str, int] = {}
+        for service in in_making_order(template.services):
+            made[service.name] = await self.make_service(caller, stack, service, ids)
+            ids[service.name] = made[service.name].id
         for service in template.services:
             links = await self.resolve_links(caller, service, ids)
             if links:
@@ -191,15 +194,26 @@ class StackType(ResourceType):
                 if made[service.name].data.get("startOnCreate"):
                     await operations.act(caller, made[service.name], "activate")
 
-    async def make_service(self, caller: Caller, stack: Record,
-                           service: ServiceTemplate) -> Record:
-        """One service of the files, not started: its links are set once all exist."""
+    async def make_service(self, caller: Caller, stack: Record, service: ServiceTemplate,
+                           ids: Mapping[str, int]) -> Record:
+        """One service of the files, not started: its links are set once all exist. ``ids``
+        has the services made before it by name (a load balancer's targets)."""
         # rancher-compose's start_on_create is true unless it says otherwise.
-        body = {"startOnCreate": True, **service.fields, "name": service.name,
-                "stackId": format_id("1st", stack.id)}
+        body = {"startOnCreate": True, **await self.api_fields(caller, stack, service, ids),
+                "name": service.name, "stackId": format_id("1st", stack.id)}
         rtype = caller.services.types.get(service.type)
         assert isinstance(rtype, ServiceType)
         return await rtype.create(caller, validate_create(rtype.schema, body), start=False)
+
+    async def api_fields(self, caller: Caller, stack: Record, service: ServiceTemplate,
+                         ids: Mapping[str, int]) -> dict[str, Any]:
+        """The template's fields as the API takes them: a load balancer's targets and
+        certificates named in the files become references."""
+        fields = dict(service.fields)
+        if service.type == "loadBalancerService" and "lbConfig" in fields:
+            fields["lbConfig"] = await lb_config_from_compose(
+                caller, fields["lbConfig"], stack.project_id, ids)
+        return fields
 
     async def resolve_links(self, caller: Caller, service: ServiceTemplate,
                      known: Mapping[str, int] | set[str]) -> dict[str, int]:
@@ -274,7 +288,7 @@ class StackType(ResourceType):
         if only:
             wanted = {format_id("1s", s.id) for s in services} & set(only)
             services = [s for s in services if format_id("1s", s.id) in wanted]
-        names = {s.id: s.name for s in await self.services_of(caller, stack)}
+        names = {s.id: s.name or "" for s in await self.services_of(caller, stack)}
         stacks: dict[int, str] = {}
         shaped = []
         for service in sorted(services, key=lambda s: s.id):
@@ -297,11 +311,26 @@ class StackType(ResourceType):
                 data.pop("scale")
             if data.get("startOnCreate") is True:
                 data.pop("startOnCreate")
+            if service.type == "loadBalancerService" and data.get("lbConfig"):
+                data["lbConfig"] = lb_config_to_compose(
+                    data["lbConfig"], names, await self._certificate_names(caller,
+                                                                           data["lbConfig"]))
             shaped.append({**data, "name": service.name, "type": service.type,
                            "serviceLinks": links})
         docker_compose, rancher_compose = export_stack(shaped)
         return {"type": "composeConfig", "links": {}, "actions": {},
                 "dockerComposeConfig": docker_compose, "rancherComposeConfig": rancher_compose}
+
+    async def _certificate_names(self, caller: Caller,
+                                 config: Mapping[str, Any]) -> dict[int, str]:
+        wanted = [*(config.get("certificateIds") or []), config.get("defaultCertificateId")]
+        out: dict[int, str] = {}
+        for certificate_id in wanted:
+            found = await caller.store.get(certificate_id) if isinstance(certificate_id, int) \
+                else None
+            if found is not None and found.removed is None and found.name:
+                out[found.id] = found.name
+        return out
 
     def computed(self, ctx: RequestContext, record: Record) -> dict[str, Any]:
         return {"outputs": record.data.get("outputs") or {}}
@@ -313,6 +342,11 @@ class StackType(ResourceType):
         if name == "services":
             return Linked("service", records=await self.services_of(caller, record))
         return await super().linked(caller, record, name)
+
+
+def in_making_order(services: Iterable[ServiceTemplate]) -> list[ServiceTemplate]:
+    """Load balancers last: their rules name the services they balance to."""
+    return sorted(services, key=lambda s: s.type == "loadBalancerService")
 
 
 def types() -> list[ResourceType]:

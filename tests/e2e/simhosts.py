@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import ServerProcess, free_port, start_agent, stop
+from tests.support.processes import (
+    ServerProcess,
+    free_port,
+    start_agent,
+    stop,
+    stop_balancers,
+)
 from tests.support.timing import seconds, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,6 +149,7 @@ def simulated_hosts(tmp_path: Path, count: int, agents: int,
         for host in hosts:
             if host.agent is not None:
                 stop(host.agent)
+        stop_balancers(tmp_path)
         server.stop()
         down = overlay_hosts("down")
         assert down.returncode == 0, down.stderr

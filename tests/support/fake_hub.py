@@ -115,6 +115,8 @@ class FakeHub:
         # network.apply payloads by host, latest last: kept apart from ``calls``, which are
         # about containers.
         self.network: dict[int, list[dict[str, Any]]] = {}
+        # lb.apply payloads by host, latest last.
+        self.balancers: dict[int, list[dict[str, Any]]] = {}
         self.started = 0
         self.stopped = 0
 
@@ -206,6 +208,9 @@ class FakeHub:
                                    "connected")
         if name == "network.apply":
             return self._network_apply(host_id, data)
+        if name == "lb.apply":
+            self.balancers.setdefault(host_id, []).append(dict(data))
+            return {"version": data.get("version") or ""}
         self.calls.append(Call(name, host_id, dict(data)))
         async with self._called:
             self._called.notify_all()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,27 @@ def start_agent(url: str | None, state_dir: Path, *extra: str, log_path: Path,
                                 stderr=subprocess.STDOUT)
     finally:
         log.close()
+
+
+def stop_balancers(directory: Path) -> None:
+    """Stop the HAProxy masters agents under ``directory`` started: they outlive their agent
+    on purpose (an agent restart adopts them), so a test stops them itself."""
+    for pid_file in directory.glob("**/lb/**/haproxy.pid"):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            continue
+        deadline = time.monotonic() + seconds(10)
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

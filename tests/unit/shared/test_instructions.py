@@ -37,6 +37,7 @@ from shared.instructions import (
     VolumeRef,
     parse_reply,
 )
+from shared.lb import LbApplied, LbApply
 from shared.overlay import NetworkApplied, NetworkApply
 
 DATA = Path(__file__).parents[2] / "data"
@@ -65,6 +66,8 @@ GOLDEN: dict[str, type[Payload]] = {
     "dns_applied": DnsApplied,
     "health_apply": HealthApply,
     "health_applied": HealthApplied,
+    "lb_apply": LbApply,
+    "lb_applied": LbApplied,
 }
 
 

@@ -20,6 +20,7 @@ from shared.protocol import (
     HealthReport,
     Hello,
     Inventory,
+    LbReport,
     Progress,
     Reply,
     ReplyError,
@@ -60,6 +61,12 @@ GOLDEN: dict[str, protocol.Message] = {
     "health_report": HealthReport(results=[
         {"uuid": "0b7c", "state": "unhealthy", "message": "HTTP 503", "at": 1795781000.5},
         {"uuid": "5e1d", "state": "healthy", "message": None, "at": 1795781001.25}]),
+    "lb_report": LbReport(results=[
+        {"uuid": "9f3a", "state": "running", "configVersion": "4be1c0d2", "message": None,
+         "pid": 4242},
+        {"uuid": "a71e", "state": "error", "configVersion": None,
+         "message": "parsing [haproxy.cfg:32] : unknown keyword 'bogus' in 'backend' section",
+         "pid": None}]),
 }
 
 # Further shapes worth a round trip: defaults, nulls, unicode, every error code.

@@ -96,6 +96,23 @@ async def test_scale_changes_are_applied_up_and_down(engine: Engine) -> None:
     assert sorted(c.name or "" for c in kept) == ["s1-web-1", "s1-web-2"]
 
 
+async def test_a_scale_down_drains_a_container_before_it_goes(engine: Engine) -> None:
+    await engine.add_host()
+    web = await service(engine, await stack(engine), scale=2)
+    await at_scale(engine, web, 2)
+    await operations.update(engine.caller, await engine.get(web), {"scale": 1})
+
+    async def draining() -> list[Record]:
+        return [c for c in await containers_of(engine, web) if c.data.get("draining")]
+
+    (leaving,) = await until(draining, "the surplus container to drain")
+    # Out of discovery and load balancers, still running for the requests it serves.
+    assert leaving.state == "running" and leaving.name == "s1-web-2"
+    kept = await at_scale(engine, web, 1)
+    assert [c.name for c in kept] == ["s1-web-1"]
+    assert not kept[0].data.get("draining")
+
+
 async def test_a_container_removed_behind_corral_s_back_is_replaced(engine: Engine) -> None:
     await engine.add_host()
     web = await service(engine, await stack(engine), scale=2)
