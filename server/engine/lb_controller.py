@@ -108,6 +108,13 @@ class LoadBalancerController(Pusher):
         instances = await list_all(self._store, Query(
             types=["loadBalancerInstance"], project_id=project_id,
             conditions=[Condition("removed", "null")]))
+        known = {b.id for b in balancers}
+        orphans = [i for i in instances if i.data.get("serviceId") not in known]
+        for orphan in orphans:  # its balancer was removed
+            with contextlib.suppress(Conflict):
+                await self._store.update(orphan.id, {"state": "removed",
+                                                     "removed": int(time.time() * 1000)})
+        instances = [i for i in instances if i.data.get("serviceId") in known]
         for balancer in balancers:
             if await self._place(balancer, hosts, instances):
                 instances = await list_all(self._store, Query(

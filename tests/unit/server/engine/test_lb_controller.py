@@ -4,6 +4,7 @@ reports recorded, and the servers following scale, drain and deactivation."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server import operations
@@ -12,6 +13,7 @@ from shared import protocol
 from shared.lb import LbApply
 from tests.unit.server.engine.harness import Engine
 from tests.unit.server.engine.test_services import at_scale, service, stack, until
+from tests.unit.server.test_certificates import key_pem, make_cert, rsa_key
 
 
 async def lb_host(engine: Engine, name: str) -> Record:
@@ -143,3 +145,53 @@ async def test_hosts_whose_agents_cannot_run_haproxy_get_no_instance(engine: Eng
 async def _settled(engine: Engine, lb: Record) -> bool:
     current = await engine.get(lb)
     return current.state == "active" and current.data.get("healthState") == "initializing"
+
+
+async def test_a_removed_balancer_leaves_no_instance(engine: Engine) -> None:
+    h1 = await lb_host(engine, "h1")
+    _, lb = await balanced(engine)
+    (instance,) = await until(lambda: _count(engine, lb, 1), "one instance")
+    await operations.remove(engine.caller, await engine.get(lb))
+    await until(lambda: _gone(engine, instance), "the instance removed")
+    payload = pushed(engine, h1)
+    assert payload is not None and payload.balancers == ()
+
+
+async def _gone(engine: Engine, record: Record) -> bool:
+    current = await engine.store.get(record.id)
+    return current is None or current.removed is not None
+
+
+async def test_a_certificate_updated_reaches_every_balancer_that_serves_it(
+        engine: Engine) -> None:
+    h1 = await lb_host(engine, "h1")
+    now = datetime.now(UTC)
+    key = rsa_key()
+
+    def cert(cn: str) -> str:
+        return make_cert(key, cn=cn, not_before=now - timedelta(days=1),
+                         not_after=now + timedelta(days=30))
+
+    certificate = await operations.create(engine.caller, "certificate", {
+        "name": "shop", "cert": cert("one.shop.test"), "key": key_pem(key)})
+    the_stack = await stack(engine)
+    web = await service(engine, the_stack)
+    await at_scale(engine, web, 1)
+    await operations.create(engine.caller, "loadBalancerService", {
+        "name": "lb", "stackId": f"1st{the_stack.id}", "startOnCreate": True,
+        "lbConfig": {"defaultCertificateId": f"1c{certificate.id}", "portRules": [
+            {"sourcePort": 443, "protocol": "https", "targetPort": 80,
+             "serviceId": f"1s{web.id}"}]}})
+    first = await servers_on(engine, h1)
+    (bundle,) = first.certificates
+    assert "PRIVATE KEY" in bundle.pem and bundle.name == first.default_certificate
+
+    await operations.update(engine.caller, await engine.get(certificate),
+                            {"cert": cert("two.shop.test")})
+
+    async def renewed() -> Any:
+        balancer = await servers_on(engine, h1)
+        return balancer if balancer.certificates[0].pem != bundle.pem else None
+
+    again = await until(renewed, "the new certificate pushed")
+    assert again.config_version != first.config_version
