@@ -63,16 +63,22 @@ def running(overlay: Overlay, service_id: str, count: int) -> list[dict[str, Any
     return result
 
 
-def balancer_host(overlay: Overlay, lb_id: str) -> SimHost:
-    """The host of the balancer's one instance, once its HAProxy runs the latest config."""
-    def check() -> dict[str, Any] | None:
+def balancer_hosts(overlay: Overlay, lb_id: str, count: int = 1) -> list[SimHost]:
+    """The hosts of the balancer's ``count`` instances, once each HAProxy runs the latest
+    config."""
+    def check() -> list[dict[str, Any]] | None:
         found = overlay.api("GET", f"/loadbalancerservices/{lb_id}/instances")["data"]
         ready = [i for i in found if i["state"] == "running" and
                  i["configVersion"] == i["requestedConfigVersion"]]
-        return ready[0] if len(found) == 1 and ready else None
+        return ready if len(found) == len(ready) == count else None
 
-    instance = wait_for(check, 60, "the balancer's instance to run")
-    return next(h for h in overlay.hosts if h.host_id == instance["hostId"])
+    instances = wait_for(check, 60, f"the balancer's {count} instance(s) to run")
+    return [next(h for h in overlay.hosts if h.host_id == i["hostId"]) for i in instances]
+
+
+def balancer_host(overlay: Overlay, lb_id: str) -> SimHost:
+    (host,) = balancer_hosts(overlay, lb_id)
+    return host
 
 
 def get(host: str, path: str = "/", *, hostname: str | None = None,
@@ -128,7 +134,7 @@ def test_a_balancer_spreads_routes_and_ends_tls_by_sni(two_hosts: Overlay,
     cafile = tmp_path / "ca.pem"
     cafile.write_text(cert_a + cert_b)
     lb = api.create_loadBalancerService(
-        name="lb", stackId=stack.id, startOnCreate=True, lbConfig={
+        name="lb", stackId=stack.id, startOnCreate=True, scale=2, lbConfig={
             "portRules": [
                 {"sourcePort": PORT, "targetPort": 80, "serviceId": web.id},
                 {"sourcePort": PORT, "targetPort": 80, "serviceId": backend.id,
@@ -139,10 +145,14 @@ def test_a_balancer_spreads_routes_and_ends_tls_by_sni(two_hosts: Overlay,
                  "serviceId": web.id}],
             "certificateIds": [first.id, second.id], "defaultCertificateId": first.id})
     lb = api.wait_success(lb)
-    host = balancer_host(two_hosts, lb.id).ip
+    # Scale 2: one HAProxy on each host, each answering on its host's address.
+    first_host, second_host = (h.ip for h in balancer_hosts(two_hosts, lb.id, 2))
+    assert first_host != second_host
+    host = first_host
 
     seen = {served(host) for _ in range(30)}
     assert seen == names  # round-robin over the three containers
+    assert {served(second_host) for _ in range(30)} == names
     assert served(host, hostname="api.shop.test") == "api"
     assert served(host, "/api/") == "api"
     assert served(host, hostname="www.shop.test") in names
