@@ -30,7 +30,7 @@ from agent.runtime import DockerRuntime
 from agent.state import Credentials, StateDir, StateError
 from shared import protocol
 from shared.health import HealthResult
-from shared.lb import LbResult
+from shared.lb_report import LbResult
 from shared.logformat import formatter
 
 DEFAULT_STATE_DIR = "/var/lib/corral"

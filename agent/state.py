@@ -32,8 +32,9 @@ class Credentials:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all, readable by its owner only."""
+    tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -59,7 +60,7 @@ class StateDir:
                 if key:
                     return key
             key = secrets.token_hex(32)
-            _write_private(path, key + "\n")
+            write_private(path, key + "\n")
             return key
         except OSError as exc:
             raise StateError(f"cannot read or write {path}: {exc.strerror}") from None
@@ -78,6 +79,6 @@ class StateDir:
     def save(self, credentials: Credentials) -> None:
         path = self.path / CREDENTIALS_FILE
         try:
-            _write_private(path, json.dumps(asdict(credentials), indent=1) + "\n")
+            write_private(path, json.dumps(asdict(credentials), indent=1) + "\n")
         except OSError as exc:
             raise StateError(f"cannot write {path}: {exc.strerror}") from None

@@ -48,7 +48,8 @@ from containers import IMAGE, LABEL, ROOT, docker, remove_labelled
 sys.path.insert(0, str(ROOT))
 
 from agent.lb import LbManager
-from shared.lb import Backend, Balancer, LbApply, LbResult, LbState, PortRule, Server
+from shared.lb import Backend, Balancer, LbApply, PortRule, Server
+from shared.lb_report import LbResult, LbState
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 MARK_START, MARK_END = "<!-- bench:lb:start -->", "<!-- bench:lb:end -->"

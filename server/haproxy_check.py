@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from shared.haproxy_config import Paths, certificate_file, render
-from shared.lb import Balancer, trim_message
+from shared.lb import Balancer
+from shared.lb_report import trim_message
 
 CHECK_TIMEOUT = 20.0
 
@@ -57,16 +57,5 @@ async def haproxy_refusal(balancer: Balancer) -> str | None:
             return "haproxy -c did not answer in time"
         if process.returncode == 0:
             return None
-        return trim_message(_alerts(output.decode(errors="replace").replace(directory, "")))
+        return trim_message(output.decode(errors="replace").replace(directory, ""))
 
-
-_PREFIX = re.compile(r"^\[(ALERT|WARNING)\]\s*\(\d+\)\s*:\s*(config\s*:\s*)?")
-_GENERIC = ("Error(s) found in configuration file", "Fatal errors found in configuration")
-
-
-def _alerts(output: str) -> str:
-    """HAProxy's alerts without their pid prefix and its closing summary lines."""
-    lines = [_PREFIX.sub("", line).strip() for line in output.splitlines()
-             if line.startswith("[ALERT]")]
-    kept = [line for line in lines if line and not line.startswith(_GENERIC)]
-    return "\n".join(kept or lines) or output

@@ -6,7 +6,7 @@ with its port rules, their backends resolved to servers, its certificates and it
 HAProxy text; the whole desired state, never a delta, so an agent that missed one applies the
 next. The agent answers with the version it now runs (:class:`LbApplied`) and reports each
 balancer's state as it changes in ``lbReport`` messages (``shared.protocol.LbReport``) whose
-results are :class:`LbResult` objects. ``shared.haproxy_config`` renders a balancer.
+results are ``shared.lb_report.LbResult`` objects. ``shared.haproxy_config`` renders a balancer.
 
 Field names follow Rancher 1.x's ``lbConfig`` (``portRules``, ``stickinessPolicy``); every
 size is bounded, so one payload stays well inside a frame.
@@ -18,7 +18,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from ipaddress import ip_address
 from typing import Self
 
@@ -29,8 +28,8 @@ from shared.fields import (
     Refuse,
     bounded_or,
     invalid_data,
-    protocol_error,
 )
+from shared.lb_report import MAX_VERSION, UUID
 
 HTTP_PROTOCOLS = ("http", "https")
 TCP_PROTOCOLS = ("tcp", "tls", "sni")
@@ -51,28 +50,13 @@ MAX_PATH = 1024
 MAX_REQUEST_LINE = 1024
 MAX_DURATION_MS = 86_400_000
 MAX_THRESHOLD = 1000
-MAX_MESSAGE = 1000  # a result's message: HAProxy's own, trimmed
-MAX_VERSION = 64
 
-_UUID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # HAProxy's identifiers (proxies, servers); certificates also name files, so no leading dot.
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 _HOST_LABELS = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _COOKIE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PATH = re.compile(r"/[^\s#]*")
-
-
-class LbState(StrEnum):
-    """A balancer's state on its host."""
-
-    STARTING = "starting"
-    RUNNING = "running"
-    ERROR = "error"      # HAProxy refused the config or could not start: ``message`` says why
-    STOPPED = "stopped"  # no longer listed: its processes are gone
-
-
-LB_STATES = tuple(state.value for state in LbState)
 
 
 def _name(f: Fields, key: str, pattern: re.Pattern[str] = _NAME) -> str:
@@ -320,7 +304,7 @@ class Balancer:
     @classmethod
     def read(cls, f: Fields) -> Self:
         uuid = f.text("uuid")
-        if not _UUID.fullmatch(uuid):
+        if not UUID.fullmatch(uuid):
             raise f.refuse(f"{f.where}.uuid must be at most 64 letters, digits or ._:-")
         version = f.text("configVersion")
         if len(version) > MAX_VERSION or not version.isprintable():
@@ -417,56 +401,3 @@ class LbApply:
 class LbApplied(Applied):
     """The reply of ``lb.apply``: the version now applied (each balancer's own outcome comes
     in ``lbReport``)."""
-
-
-@dataclass(frozen=True)
-class LbResult:
-    """One balancer's state on its host: the ``config_version`` it runs (None before it
-    runs any), HAProxy's ``message`` when in error, and its master's ``pid``."""
-
-    uuid: str
-    state: LbState
-    config_version: str | None = None
-    message: str | None = None
-    pid: int | None = None
-
-    @classmethod
-    def parse(cls, obj: object, where: str = "a load balancer result",
-              refuse: Refuse = protocol_error) -> Self:
-        return cls.read(Fields(obj, where, refuse))
-
-    @classmethod
-    def read(cls, f: Fields) -> Self:
-        uuid = f.text("uuid")
-        if not _UUID.fullmatch(uuid):
-            raise f.refuse(f"{f.where}.uuid must be at most 64 letters, digits or ._:-")
-        state = f.text("state")
-        if state not in LB_STATES:
-            raise f.refuse(f"{f.where}.state must be one of {', '.join(LB_STATES)}")
-        version = f.opt_text("configVersion")
-        if version is not None and len(version) > MAX_VERSION:
-            raise f.refuse(f"{f.where}.configVersion must be at most {MAX_VERSION} characters")
-        message = f.opt_text("message")
-        if message is not None and len(message) > MAX_MESSAGE:
-            raise f.refuse(f"{f.where}.message must be at most {MAX_MESSAGE} characters")
-        pid = f.opt_integer("pid")
-        if pid is not None and pid <= 0:
-            raise f.refuse(f"{f.where}.pid must be a positive integer")
-        return cls(uuid, LbState(state), version, message, pid)
-
-    def dump(self) -> JsonObject:
-        return {"uuid": self.uuid, "state": str(self.state),
-                "configVersion": self.config_version, "message": self.message,
-                "pid": self.pid}
-
-
-_ALERT = re.compile(r"^\[ALERT\]\s*(\(\d+\))?\s*:\s*(config\s*:\s*)?")
-
-
-def trim_message(text: str) -> str:
-    """HAProxy's output as a result's message: its alerts only when there are any, without
-    their prefixes, printable, bounded."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    alerts = [_ALERT.sub("", line) for line in lines if line.startswith("[ALERT]")] or lines
-    joined = "; ".join(alerts).encode("ascii", "replace").decode()
-    return joined if len(joined) <= MAX_MESSAGE else joined[:MAX_MESSAGE - 3] + "..."

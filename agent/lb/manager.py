@@ -28,23 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import shutil
-import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.lb import runtime
+from agent.lb import disk, runtime
 from agent.lb.process import Files, HaproxyError, Master, check_config, command
 from agent.logs import log
-from shared.errors import CorralError
-from shared.fields import Fields, invalid_data
-from shared.haproxy_config import Paths, certificate_file, render
-from shared.lb import Balancer, LbApplied, LbApply, LbResult, LbState, trim_message
+from agent.state import write_private
+from shared.haproxy_config import Paths, render
+from shared.lb import Balancer, LbApplied, LbApply
+from shared.lb_report import LbResult, LbState, trim_message
 
 Report = Callable[[list[LbResult]], Awaitable[None]]
 
@@ -80,14 +77,6 @@ class _Entry:
                         self.message, None if self.master is None else self.master.pid)
 
 
-def _socket_root() -> Path:
-    """Where balancers' sockets go: /run where the agent may write there (root), else the
-    temporary directory, per user."""
-    if os.access("/run", os.W_OK):
-        return Path("/run/corral-lb")
-    return Path(tempfile.gettempdir()) / f"corral-lb-{os.getuid()}"
-
-
 class LbManager:
     """The host's load balancers; see the module docstring."""
 
@@ -108,17 +97,9 @@ class LbManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._version: str | None = None
 
-    def _files(self, directory: Path) -> Files:
-        """A balancer's files, its sockets in a short directory of their own (made here)
-        named by this agent's base directory, so that a restarted agent finds them again."""
-        key = hashlib.sha256(str(self._base.resolve()).encode()).hexdigest()[:10]
-        sockets = _socket_root() / key / directory.name
-        sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return Files(directory, sockets)
-
     def files(self, uuid: str) -> Files:
         """Where balancer ``uuid``'s files and sockets are."""
-        return self._files(self._base / uuid)
+        return disk.files(self._base, self._base / uuid)
 
     @property
     def version(self) -> str | None:
@@ -145,7 +126,7 @@ class LbManager:
                 entry = self._entries.get(balancer.uuid)
                 if entry is None:
                     entry = self._entries[balancer.uuid] = _Entry(
-                        balancer.uuid, self._files(self._base / balancer.uuid))
+                        balancer.uuid, disk.files(self._base, self._base / balancer.uuid))
                 entry.desired = balancer
                 await self._reconcile(entry)
             self._version = request.version
@@ -178,17 +159,10 @@ class LbManager:
 
     # --- one balancer -------------------------------------------------------------------
 
-    def _paths(self, entry: _Entry, balancer: Balancer) -> Paths:
-        digest = hashlib.sha256(json.dumps(
-            [c.dump() for c in balancer.certificates]).encode()).hexdigest()[:12]
-        directory = str(entry.files.directory)
-        return Paths(f"{directory}/certs-{digest}", str(entry.files.admin_socket),
-                     f"{directory}/servers.state")
-
     async def _reconcile(self, entry: _Entry) -> None:
         desired = entry.desired
         assert desired is not None
-        paths = self._paths(entry, desired)
+        paths = disk.paths(entry.files, desired)
         try:
             text = render(desired, paths)
         except ValueError as exc:  # its custom text is not HAProxy sections
@@ -198,13 +172,13 @@ class LbManager:
         if master is not None and master.alive() and entry.text == text:
             if entry.running != desired:  # the same text: at most its version changed
                 entry.running = desired
-                self._save_applied(entry, desired)
+                disk.save_applied(entry.files, desired)
             await self._set(entry, LbState.RUNNING, None)
             return
         entry.files.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._write_certificates(desired, paths)
+        disk.write_certificates(desired, paths)
         staged = entry.files.directory / "haproxy.cfg.new"
-        _write(staged, text)
+        write_private(staged, text)
         try:
             await check_config(self._haproxy, staged)
         except HaproxyError as exc:
@@ -223,8 +197,8 @@ class LbManager:
             await self._set(entry, LbState.ERROR, str(exc))
             return
         entry.text, entry.running, entry.failures = text, desired, 0
-        self._save_applied(entry, desired)
-        self._remove_old_certificates(entry, paths)
+        disk.save_applied(entry.files, desired)
+        disk.remove_old_certificates(entry.files, paths)
         await self._set(entry, LbState.RUNNING, None)
 
     async def _start(self, entry: _Entry, staged: Path) -> None:
@@ -296,7 +270,7 @@ class LbManager:
         with contextlib.suppress(HaproxyError):  # without it checks start over: no harm
             state = await command(files.admin_socket, "show servers state")
             if state.startswith("1\n"):
-                _write(files.state, state)
+                write_private(files.state, state)
         self._cancel_removals(entry)
         previous = files.config.read_text() if files.config.exists() else None
         os.replace(staged, files.config)
@@ -304,7 +278,7 @@ class LbManager:
             await master.reload(self._reload_timeout)
         except HaproxyError:
             if previous is not None:
-                _write(files.config, previous)
+                write_private(files.config, previous)
             raise
         desired = entry.desired
         assert desired is not None
@@ -338,7 +312,7 @@ class LbManager:
             if directory.name in wanted or directory.name in self._entries or \
                     not directory.is_dir():
                 continue
-            files = self._files(directory)
+            files = disk.files(self._base, directory)
             master = await Master.adopt(files)
             if master is not None:
                 await master.stop(self._stop_grace)
@@ -361,12 +335,12 @@ class LbManager:
         for directory in sorted(self._base.iterdir()):
             if not directory.is_dir():
                 continue
-            files = self._files(directory)
+            files = disk.files(self._base, directory)
             master = await Master.adopt(files)
             if master is None:
                 continue
             entry = _Entry(directory.name, files, master=master, state=LbState.RUNNING)
-            entry.running = _load_applied(files)
+            entry.running = disk.load_applied(files)
             with contextlib.suppress(OSError):
                 entry.text = files.config.read_text()
             self._entries[entry.uuid] = entry
@@ -401,30 +375,7 @@ class LbManager:
                 entry.text = None
                 await self._reconcile(entry)
 
-    # --- files and reports --------------------------------------------------------------
-
-    def _write_certificates(self, balancer: Balancer, paths: Paths) -> None:
-        certs = Path(paths.certs_dir)
-        if not balancer.certificates or certs.is_dir():
-            return  # named by a digest of its content: there already means complete
-        staging = certs.with_name(certs.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        for certificate in balancer.certificates:
-            target = staging / certificate_file(balancer, certificate.name)
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write(target, certificate.pem if certificate.pem.endswith("\n")
-                   else certificate.pem + "\n")
-        os.replace(staging, certs)
-
-    def _remove_old_certificates(self, entry: _Entry, paths: Paths) -> None:
-        keep = Path(paths.certs_dir).name
-        for old in entry.files.directory.glob("certs-*"):
-            if old.name != keep:
-                shutil.rmtree(old, ignore_errors=True)
-
-    def _save_applied(self, entry: _Entry, balancer: Balancer) -> None:
-        if entry.files.directory.is_dir():
-            _write(entry.files.applied, json.dumps(balancer.dump()))
+    # --- reports ------------------------------------------------------------------------
 
     async def _set(self, entry: _Entry, state: LbState, message: str | None) -> None:
         entry.state, entry.message = state, message
@@ -450,20 +401,3 @@ class LbManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-
-def _write(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all, readable by its owner only."""
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(temp, path)
-
-
-def _load_applied(files: Files) -> Balancer | None:
-    """The balancer a previous agent applied, or None when it cannot be read."""
-    try:
-        obj = json.loads(files.applied.read_text())
-        return Balancer.read(Fields(obj, "balancer.json", invalid_data))
-    except (OSError, ValueError, CorralError):
-        return None

@@ -25,7 +25,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.lb import trim_message
+from shared.lb_report import trim_message
 
 CLI_TIMEOUT = 5.0
 # HAProxy's environment: nothing of the agent's (a balancer's config names no variable).

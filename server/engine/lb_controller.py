@@ -31,7 +31,8 @@ from server.store import Condition, Conflict, NewRecord, Query, Record
 from server.store.paging import list_all
 from shared import protocol
 from shared.errors import ProtocolError
-from shared.lb import LbApplied, LbApply, LbResult
+from shared.lb import LbApplied, LbApply
+from shared.lb_report import LbResult
 
 if TYPE_CHECKING:
     from server.store import Change

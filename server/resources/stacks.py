@@ -23,7 +23,7 @@ from server.api.validation import validate_create
 from server.caller import Caller
 from server.compose import ComposeError, ServiceTemplate, StackTemplate, export_stack, parse_stack
 from server.engine.stack_changes import PREVIOUS, StackUpgradeError, plan_changes
-from server.resources.load_balancers import lb_config_from_compose, lb_config_to_compose
+from server.resources.lb_compose import lb_config_from_compose, lb_config_to_compose
 from server.resources.service_lifecycle import STACK_LIFECYCLE
 from server.resources.services import (
     ServiceType,

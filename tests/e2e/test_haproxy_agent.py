@@ -29,16 +29,8 @@ from cryptography.x509.oid import NameOID
 
 from agent.lb import LbManager
 from agent.lb.process import Processes, command
-from shared.lb import (
-    Backend,
-    Balancer,
-    Certificate,
-    LbApply,
-    LbResult,
-    LbState,
-    PortRule,
-    Server,
-)
+from shared.lb import Backend, Balancer, Certificate, LbApply, PortRule, Server
+from shared.lb_report import LbResult, LbState
 from tests.support.processes import free_port
 from tests.support.timing import seconds
 from tests.unit.shared.test_lb_config import GOLDEN_BASE, GOLDEN_DIR, certificate_pem

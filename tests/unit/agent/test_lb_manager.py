@@ -16,7 +16,8 @@ from agent.handlers import lb
 from agent.lb import LbManager, LbService, NoLb
 from shared import protocol
 from shared.errors import InstructionError
-from shared.lb import Backend, Balancer, LbApplied, LbApply, LbResult, LbState, PortRule, Server
+from shared.lb import Backend, Balancer, LbApplied, LbApply, PortRule, Server
+from shared.lb_report import LbResult, LbState
 from tests.support.timing import seconds
 from tests.unit.agent.fakes import FakeRuntime
 

@@ -12,15 +12,8 @@ import pytest
 
 from shared import protocol
 from shared.errors import ErrorCode, InstructionError, ProtocolError
-from shared.lb import (
-    MAX_BALANCERS,
-    MAX_MESSAGE,
-    MAX_SERVERS,
-    LbApply,
-    LbResult,
-    LbState,
-    trim_message,
-)
+from shared.lb import MAX_BALANCERS, MAX_SERVERS, LbApply
+from shared.lb_report import MAX_MESSAGE, LbResult, LbState, trim_message
 
 GOLDEN = Path(__file__).parents[2] / "data" / "instructions" / "lb_apply.json"
 
@@ -201,11 +194,14 @@ def test_a_report_of_too_many_results_is_refused() -> None:
         protocol.parse(text)
 
 
-def test_haproxy_output_becomes_its_alerts_without_their_prefixes() -> None:
+def test_haproxy_output_becomes_its_alerts_without_their_prefixes_and_summary() -> None:
     output = ("[NOTICE]   (1) : haproxy version is 2.6.12\n"
               "[ALERT]    (1) : config : parsing [haproxy.cfg:9] : unknown keyword 'x'\n"
+              "[ALERT]    (1) : config : Error(s) found in configuration file : haproxy.cfg\n"
               "[ALERT]    (1) : config : Fatal errors found in configuration.\n")
-    assert trim_message(output) == ("parsing [haproxy.cfg:9] : unknown keyword 'x'; "
-                                    "Fatal errors found in configuration.")
+    assert trim_message(output) == "parsing [haproxy.cfg:9] : unknown keyword 'x'"
+    # A summary with no alert before it is all there is to say.
+    assert trim_message("[ALERT]    (1) : config : Fatal errors found in configuration.") == \
+        "Fatal errors found in configuration."
     assert trim_message("just this") == "just this"
     assert len(trim_message("[ALERT] " + "x" * 5000)) == MAX_MESSAGE
