@@ -153,8 +153,13 @@ async def test_a_removed_balancer_leaves_no_instance(engine: Engine) -> None:
     (instance,) = await until(lambda: _count(engine, lb, 1), "one instance")
     await operations.remove(engine.caller, await engine.get(lb))
     await until(lambda: _gone(engine, instance), "the instance removed")
-    payload = pushed(engine, h1)
-    assert payload is not None and payload.balancers == ()
+    # The push follows the removal: the agent is told to run nothing.
+    await until(lambda: _told_nothing(engine, h1), "an empty balancer list pushed")
+
+
+async def _told_nothing(engine: Engine, host: Record) -> bool:
+    payload = pushed(engine, host)
+    return payload is not None and payload.balancers == ()
 
 
 async def _gone(engine: Engine, record: Record) -> bool:

@@ -73,10 +73,14 @@ async def test_every_agent_gets_its_subnet_and_the_others_as_peers(engine: Engin
         {"subnet": one["subnet"], "underlayIp": "192.168.5.1"},
         {"subnet": two["subnet"], "underlayIp": "192.168.5.2"}]
     assert one["policy"] == {"defaultAction": "allow", "entries": []}
-    # Each host records the version its agent runs.
-    current = await engine.get(h1)
-    assert current.data["networkVersion"] == one["version"]
+    # Each host records the version its agent runs (once the agent's answer is in).
+    current = await until(lambda: _runs(engine, h1, one["version"]), "h1's answer recorded")
     assert current.data.get("networkError") is None
+
+
+async def _runs(engine: Engine, record: Record, version: str) -> Record | None:
+    current = await engine.get(record)
+    return current if current.data.get("networkVersion") == version else None
 
 
 async def test_a_host_joining_and_leaving_reaches_every_peer_list(engine: Engine) -> None:
