@@ -52,14 +52,16 @@ class Engine:
         """Corral itself, acting in the Default environment."""
         return Caller.system(self.services, self.project)
 
-    async def add_host(self, name: str = "host-1", *, live: bool = True) -> Record:
-        """An active host as registration and its agent's hello leave it."""
+    async def add_host(self, name: str = "host-1", *, live: bool = True,
+                       **data: Any) -> Record:
+        """An active host as registration and its agent's hello leave it (``data`` overrides
+        what the hello reported)."""
         host = await self.store.create(NewRecord(
             type="host", kind="docker", state="active", name=name,
             project_id=self.project.id, lookup_key=digest(f"fake-{uuid.uuid4().hex}"),
             data={"agentState": AgentState.ACTIVE.value, "agentIpAddress": "10.0.0.5",
                   "agentVersion": "fake", "hostname": name, "memory": 4096 * MIB,
-                  "milliCpu": 2000, "localStorageMb": 10_000, "reportedLabels": {}}))
+                  "milliCpu": 2000, "localStorageMb": 10_000, "reportedLabels": {}, **data}))
         await create_local_pool(self.store, host)
         if live:
             self.hub.connect(host.id)

@@ -17,8 +17,7 @@ from tests.unit.server.test_certificates import key_pem, make_cert, rsa_key
 
 
 async def lb_host(engine: Engine, name: str) -> Record:
-    host = await engine.add_host(name)
-    return await engine.store.update(host.id, {}, {"agentInstructions": ["lb.apply"]})
+    return await engine.add_host(name, agentInstructions=["lb.apply"])
 
 
 async def instances(engine: Engine, balancer: Record) -> list[Record]:

@@ -41,8 +41,8 @@ async def eventually(check: Callable[[], Any], what: str, timeout: float = 5.0) 
 
 
 async def host(engine: Engine, name: str, ip: str, **data: Any) -> Record:
-    record = await engine.add_host(name)
-    return await engine.store.update(record.id, {}, {"agentIpAddress": ip, **CAPABLE, **data})
+    # One write, as the hello makes it: no peer ever sees the host at another address.
+    return await engine.add_host(name, **{"agentIpAddress": ip, **CAPABLE, **data})
 
 
 def latest(engine: Engine, record: Record) -> dict[str, Any] | None:
