@@ -11,11 +11,12 @@ from typing import Any
 
 import cattle
 
+from tests.e2e.commands import stops_on_term
 from tests.support.processes import ACCESS_KEY, SECRET_KEY, ServerProcess, start_agent, stop
 from tests.support.timing import wait_for
 
 IMAGE = "corral-test/busybox:latest"
-HTTPD = ["sh", "-c", "mkdir -p /w; echo hello > /w/index.html; httpd -f -p 80 -h /w"]
+HTTPD = stops_on_term("mkdir -p /w; echo hello > /w/index.html; httpd -f -p 80 -h /w")
 # Exits promptly on SIGTERM (a bare `sleep` as pid 1 ignores it and waits for the kill).
 SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.commands import stops_on_term
 from tests.support.processes import (
     ServerProcess,
     free_port,
@@ -26,9 +27,10 @@ SCRIPT = REPO / "scripts" / "overlay-hosts.sh"
 SERVER_IP = "10.99.0.253"  # the root namespace on the underlay (overlay-hosts.sh)
 IMAGE = "corral-test/busybox:latest"
 # httpd serving "hello" and, as a CGI, the address a request came from.
-WEB = ["sh", "-c", "mkdir -p /www/cgi-bin && echo hello > /www/index.html && "
-       "printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' "
-       "> /www/cgi-bin/ip && chmod 755 /www/cgi-bin/ip && exec httpd -f -p 80 -h /www"]
+WEB = stops_on_term(
+    "mkdir -p /www/cgi-bin && echo hello > /www/index.html && "
+    "printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' "
+    "> /www/cgi-bin/ip && chmod 755 /www/cgi-bin/ip && httpd -f -p 80 -h /www")
 
 
 @dataclass

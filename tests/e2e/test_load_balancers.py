@@ -20,6 +20,7 @@ from typing import Any
 import cattle
 import pytest
 
+from tests.e2e.commands import stops_on_term
 from tests.e2e.simhosts import IMAGE, Overlay, SimHost, simulated_hosts
 from tests.support.processes import ACCESS_KEY, SECRET_KEY
 from tests.support.timing import seconds, wait_for
@@ -28,10 +29,10 @@ from tests.unit.server.test_certificates import key_pem, make_cert, rsa_key
 pytestmark = pytest.mark.integration
 
 # httpd answering with its container's hostname, and "api" under /api/.
-NAMED = ["sh", "-c", "mkdir -p /www/api && hostname > /www/index.html && "
-         "echo ${VERSION:-one} > /www/version && exec httpd -f -p 80 -h /www"]
-API = ["sh", "-c", "mkdir -p /www/api && echo api > /www/index.html && "
-       "echo api > /www/api/index.html && exec httpd -f -p 80 -h /www"]
+NAMED = stops_on_term("mkdir -p /www/api && hostname > /www/index.html && "
+                      "echo ${VERSION:-one} > /www/version && httpd -f -p 80 -h /www")
+API = stops_on_term("mkdir -p /www/api && echo api > /www/index.html && "
+                    "echo api > /www/api/index.html && httpd -f -p 80 -h /www")
 PORT = 8081
 TLS_PORT = 8443
 

@@ -15,6 +15,7 @@ import cattle
 import pytest
 
 from server.compose import parse_stack
+from tests.e2e.commands import stops_on_term
 from tests.e2e.simhosts import IMAGE, Overlay, SimHost, fetch, simulated_hosts
 from tests.support.processes import ACCESS_KEY, SECRET_KEY
 from tests.support.timing import seconds, wait_for
@@ -22,9 +23,9 @@ from tests.support.timing import seconds, wait_for
 pytestmark = pytest.mark.integration
 
 # httpd serving "$VERSION" (or "hello") from /www.
-HTTPD = ["sh", "-c", "mkdir -p /www && echo ${VERSION:-hello} > /www/index.html && "
-         "exec httpd -f -p 80 -h /www"]
-SLEEPER = ["sleep", "100000"]
+HTTPD = stops_on_term("mkdir -p /www && echo ${VERSION:-hello} > /www/index.html && "
+                      "httpd -f -p 80 -h /www")
+SLEEPER = stops_on_term("sleep 100000")
 _ADDRESS = re.compile(r"\b10\.42\.\d+\.\d+\b")
 
 
