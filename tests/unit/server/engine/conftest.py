@@ -7,8 +7,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server.config import Settings
+from server.engine import service_units
 from tests.support.fake_hub import FakeHub
 from tests.unit.server.engine.harness import Engine, engine_running
+
+
+@pytest.fixture(autouse=True)
+def short_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Containers drain for half a second, not 2.5: still longer than the tests' polls (the
+    fake hub answers at once), and upgrades of several batches take seconds, not tens."""
+    monkeypatch.setattr(service_units, "DRAIN_SECONDS", 0.5)
 
 
 @pytest.fixture
