@@ -17,8 +17,7 @@ from tests.support.timing import wait_for
 
 IMAGE = "corral-test/busybox:latest"
 HTTPD = stops_on_term("mkdir -p /w; echo hello > /w/index.html; httpd -f -p 80 -h /w")
-# Exits promptly on SIGTERM (a bare `sleep` as pid 1 ignores it and waits for the kill).
-SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+SLEEPER = stops_on_term("sleep 100000")
 
 
 @dataclass
