@@ -21,7 +21,7 @@ import logging
 from aiohttp import WSMsgType, web
 
 from server.agents.session import ServerStream
-from server.agents.streams import MAX_CLIENT_FRAME, Ending, Ticket, relay
+from server.agents.streams import MAX_CLIENT_FRAME, Ending, Refusal, Ticket, relay
 from server.api.errors import Unauthorized, Unavailable
 from server.api.handlers import SERVICES
 from shared import protocol
@@ -67,8 +67,9 @@ async def docker_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _client_to_engine(ws: web.WebSocketResponse, stream: ServerStream) -> None:
-    """The client's bytes to the engine, until it leaves or the host's session ends."""
+async def _client_to_engine(ws: web.WebSocketResponse, stream: ServerStream) -> Refusal | None:
+    """The client's bytes to the engine, until it leaves or the host's session ends: every
+    frame is bytes for the engine, so none is refused."""
     async for msg in ws:
         try:
             if msg.type is WSMsgType.BINARY:
@@ -76,7 +77,8 @@ async def _client_to_engine(ws: web.WebSocketResponse, stream: ServerStream) -> 
             elif msg.type is WSMsgType.TEXT:
                 await stream.write(msg.data.encode("utf-8", errors="surrogatepass"))
         except HostNotConnected:
-            return  # the agent went away: its end of the stream ends it
+            return None  # the agent went away: its end of the stream ends it
+    return None
 
 
 async def _engine_to_client(ws: web.WebSocketResponse, stream: ServerStream) -> None:

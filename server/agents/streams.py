@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -136,9 +135,9 @@ def parse_input(text: str) -> bytes:
         raise ClientFrameError("input frames must be base64") from None
 
 
-async def _client_to_agent(ws: web.WebSocketResponse, stream: ServerStream) -> None:
-    """Relay the client's input and resizes until it leaves; a frame it cannot take closes
-    the socket with 4400 and the reason."""
+async def _client_to_agent(ws: web.WebSocketResponse, stream: ServerStream) -> Refusal | None:
+    """Relay the client's input and resizes until it leaves (None) or sends a frame the
+    stream cannot take (4400 and the reason, for ``relay`` to close the socket with)."""
     async for msg in ws:
         try:
             if msg.type is WSMsgType.BINARY:
@@ -151,10 +150,10 @@ async def _client_to_agent(ws: web.WebSocketResponse, stream: ServerStream) -> N
                 else:
                     await stream.write(parse_input(text))
         except ClientFrameError as exc:
-            await close_quietly(ws, CloseCode.INVALID_MESSAGE, str(exc))
-            return
+            return CloseCode.INVALID_MESSAGE, str(exc)
         except HostNotConnected:
-            return  # the agent went away: its end of the stream ends it
+            return None  # the agent went away: its end of the stream ends it
+    return None
 
 
 async def _agent_to_client(ws: web.WebSocketResponse, stream: ServerStream,
@@ -199,28 +198,35 @@ async def _relay(ws: web.WebSocketResponse, services: Services,
 # no end within RESULT_WAIT.
 Ending = dict[str, Any] | InstructionError | TimeoutError
 Outcome = Callable[[Ending], tuple[int, str]]
+# A close code and reason for a client whose frame the stream refused.
+Refusal = tuple[int, str]
 RESULT_WAIT = 10.0
 
 
 async def relay(ws: web.WebSocketResponse, stream: ServerStream,
-                inbound: Coroutine[Any, Any, None], outbound: Coroutine[Any, Any, None],
-                outcome: Outcome) -> None:
+                inbound: Coroutine[Any, Any, Refusal | None],
+                outbound: Coroutine[Any, Any, None], outcome: Outcome) -> None:
     """Run a stream's two halves (client to agent, agent to client) until either ends; then
-    close the stream and, unless the client is gone, close its socket as ``outcome`` says of
-    how the agent's side ended."""
+    close the stream and, unless the client is gone, close its socket: with the refusal when
+    the inbound half refused a frame, else as ``outcome`` says of how the agent's side ended.
+
+    Only this function closes the socket, after both halves have stopped: a half that
+    closed it itself could be cancelled halfway through the close handshake (the other half
+    failing to write to the closing socket ends first), which aborts the connection."""
     inbound_task = asyncio.create_task(inbound)
     outbound_task = asyncio.create_task(outbound)
     try:
         await asyncio.wait({inbound_task, outbound_task}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        await _stopped(outbound_task)
+        raise
     finally:
         stream.close()
-        inbound_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await inbound_task
-    if ws.closed:  # the client left, or was refused a frame: nothing more to tell it
-        outbound_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await outbound_task
+        refusal = await _stopped(inbound_task)
+    if refusal is not None or ws.closed:  # refused a frame, or the client left
+        await _stopped(outbound_task)
+        if refusal is not None:
+            await close_quietly(ws, *refusal)
         return
     ending: Ending
     try:
@@ -229,11 +235,18 @@ async def relay(ws: web.WebSocketResponse, stream: ServerStream,
     except (InstructionError, TimeoutError) as exc:
         ending = exc
     finally:
-        outbound_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await outbound_task
+        await _stopped(outbound_task)
     code, reason = outcome(ending)
     await close_quietly(ws, code, reason)
+
+
+async def _stopped(task: asyncio.Task[Refusal | None] | asyncio.Task[None]) -> Refusal | None:
+    """Cancel ``task`` unless it is done; what it returned, None when it was cancelled."""
+    task.cancel()
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
 
 
 def _outcome(ending: Ending) -> tuple[int, str]:

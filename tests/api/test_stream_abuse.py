@@ -118,6 +118,41 @@ async def test_a_frame_the_stream_cannot_take_closes_it_with_4400(
     await agent.close()
 
 
+async def test_output_arriving_during_the_close_handshake_does_not_abort_it(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """The server closes a refused stream with 4400 and waits for the client's answer to
+    its close, even when the agent's output for the stream arrives in between (the
+    output half cannot write to the closing socket; that must not end the handshake)."""
+    agent, welcome = await attach(client)
+    container = await running_container(client, welcome.host_id)
+    url = await stream_url(client, container, "execute", {"command": ["sh"], "tty": True})
+    reader, writer = await raw_websocket(url)
+    request = await stream_request(agent)
+    writer.write(masked_frame(0x1, b'{"resize": [80, 30]}'))
+    head = await asyncio.wait_for(reader.readexactly(2), seconds(10))
+    assert head[0] == 0x88 and head[1] < 126, head  # a close frame, unmasked, short
+    close = await reader.readexactly(head[1])
+    assert struct.unpack("!H", close[:2])[0] == protocol.CloseCode.INVALID_MESSAGE, close
+    # We have not answered the close yet; the agent's output comes meanwhile.
+    await agent.send_str(protocol.dump(protocol.StreamData(
+        stream_id=request.id, data=base64.b64encode(b"late output").decode())))
+    await until_stream_close(agent, request.id)
+    await agent.send_str(protocol.dump(protocol.Reply(request_id=request.id,
+                                                      data={"exitCode": 0})))
+    try:
+        early = await asyncio.wait_for(reader.read(1), seconds(1))
+    except TimeoutError:
+        pass  # the server still waits for our answer
+    else:
+        pytest.fail(f"the server hung up before we answered its close: {early!r}")
+    writer.write(masked_frame(0x8, close[:2]))
+    assert await asyncio.wait_for(reader.read(), seconds(10)) == b""  # then it hangs up
+    writer.close()
+    assert (await client.get("/v1", headers=ADMIN)).status == 200
+    assert not no_errors(caplog)
+    await agent.close()
+
+
 async def test_a_good_resize_and_input_reach_the_agent(client: TestClient) -> None:
     agent, welcome = await attach(client)
     container = await running_container(client, welcome.host_id)
@@ -138,8 +173,9 @@ async def test_a_good_resize_and_input_reach_the_agent(client: TestClient) -> No
     await agent.close()
 
 
-async def vanishing_client(url: str) -> None:
-    """Open the stream's websocket, then drop the connection without a close frame."""
+async def raw_websocket(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The stream's websocket after the handshake, as bytes: a client that does no more
+    than the test says, not even answer a close."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -149,6 +185,20 @@ async def vanishing_client(url: str) -> None:
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame of fewer than 126 bytes, masked as RFC 6455 requires."""
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + \
+        bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def vanishing_client(url: str) -> None:
+    """Open the stream's websocket, then drop the connection without a close frame."""
+    _, writer = await raw_websocket(url)
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()  # a reset: the client is gone at once
