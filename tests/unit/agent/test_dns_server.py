@@ -90,10 +90,22 @@ class Upstream(asyncio.DatagramProtocol):
 async def upstream(host: str = HOST, port: int = 0, *,
                    silent: bool = False) -> AsyncIterator[tuple[Upstream, int]]:
     fake = Upstream(silent)
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: fake, local_addr=(host, port))
-    port = transport.get_extra_info("sockname")[1]
-    tcp = await asyncio.start_server(fake.serve_tcp, host, port)
+    loop = asyncio.get_running_loop()
+    for attempt in range(5 if port == 0 else 1):
+        transport, _ = await loop.create_datagram_endpoint(lambda: fake,
+                                                           local_addr=(host, port))
+        bound = transport.get_extra_info("sockname")[1]
+        try:
+            tcp = await asyncio.start_server(fake.serve_tcp, host, bound)
+        except OSError:
+            # An ephemeral UDP port whose TCP twin is taken: close it (a leaked transport
+            # warns in whichever later test the collector runs) and try another.
+            transport.close()
+            if port != 0 or attempt == 4:
+                raise
+            continue
+        port = bound
+        break
     try:
         yield fake, port
     finally:
