@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -17,6 +18,23 @@ from tests.support.processes import ACCESS_KEY, SECRET_KEY, ServerProcess, free_
 
 # Layers whose tests run on every database backend; the others (end-to-end flows) on SQLite.
 EVERY_BACKEND = ("tests/api/", "tests/unit/server/test_store", "tests/unit/server/engine/")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope``, with the end-to-end tests in one unit (tests/support/scheduling)."""
+    if config.option.dist != "loadscope":
+        return None
+    from tests.support.scheduling import EndToEndInOrder
+
+    return EndToEndInOrder(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, the end-to-end tests come first: as one unit, they are the
+    longest (``scripts/test`` passes ``--no-loadscope-reorder`` to keep this order)."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: not item.nodeid.startswith("tests/e2e/"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
