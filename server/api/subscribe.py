@@ -11,8 +11,8 @@ websocket opens; close code 4410 if it falls that far behind while connected).
 
 What one subscriber makes the server hold is bounded: frames wait for it in a queue of at
 most OUTBOX_BYTES, and a client that leaves them there for STALL_SECONDS is closed with 4429
-and the sequence to resume from. Frames from the client mean nothing: they are read (at most
-MAX_CLIENT_FRAME each, else 1009) and dropped."""
+and the sequence to resume from. Frames from the client mean nothing: they are read and
+dropped; one over MAX_CLIENT_FRAME closes the socket with 1009 and a reason."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ OUTBOX_BYTES = 4 * 1024 * 1024
 STALL_SECONDS = 30.0  # a client that takes nothing for this long is closed
 CLOSE_SECONDS = 10.0  # for a close frame to get past a client that does not read
 MAX_CLIENT_FRAME = 64 * 1024
+# Frames up to this size are read whole, so that one over MAX_CLIENT_FRAME is refused with a
+# close handshake; a larger one makes aiohttp give up on the connection as it arrives.
+READ_LIMIT = 1024 * 1024
 
 
 class Outbox:
@@ -141,7 +144,7 @@ async def subscribe(request: web.Request, ctx: RequestContext) -> web.StreamResp
                       "and subscribe without since")
     # Placed before the handshake completes, so that no change after it is missed.
     cursor = ctx.services.feed.follow(since)
-    ws = web.WebSocketResponse(compress=False, heartbeat=30, max_msg_size=MAX_CLIENT_FRAME)
+    ws = web.WebSocketResponse(compress=False, heartbeat=30, max_msg_size=READ_LIMIT)
     await ws.prepare(request)
     ctx.services.sockets.add(ws)
     outbox = Outbox(ws)
@@ -158,7 +161,8 @@ async def subscribe(request: web.Request, ctx: RequestContext) -> web.StreamResp
 
 
 async def _follow(ctx: RequestContext, ws: web.WebSocketResponse, cursor: Cursor,
-                  outbox: Outbox, reader: asyncio.Task[None], since: int, peer: str) -> None:
+                  outbox: Outbox, reader: asyncio.Task[str | None], since: int,
+                  peer: str) -> None:
     """Queue each visible change for the client until it leaves or falls too far behind."""
     outbox.sent = since
     while not ws.closed and not outbox.failed:
@@ -168,6 +172,8 @@ async def _follow(ctx: RequestContext, ws: web.WebSocketResponse, cursor: Cursor
             getter.cancel()
             with contextlib.suppress(asyncio.CancelledError, FeedClosed, ResumeTooOld):
                 await getter
+            if (refusal := reader.result()) is not None:
+                await _close(ws, CloseCode.MESSAGE_TOO_BIG, refusal)
             return
         try:
             batch = getter.result()
@@ -204,9 +210,19 @@ async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
         log.debug("change subscription closed without its close frame: %r", exc)
 
 
-async def _drain_client(ws: web.WebSocketResponse) -> None:
+async def _drain_client(ws: web.WebSocketResponse) -> str | None:
     """Nothing is expected from the client (its frames are dropped); reading notices when it
-    leaves."""
+    leaves (None), or sends a frame too big to take: the reason to close with, which
+    ``_follow`` does (a close from this task could be cancelled halfway through)."""
     async for msg in ws:
         if msg.type is WSMsgType.ERROR:
-            return
+            return None
+        if msg.type is WSMsgType.TEXT:
+            size = len(msg.data.encode(errors="surrogatepass"))
+        elif msg.type is WSMsgType.BINARY:
+            size = len(msg.data)
+        else:
+            continue
+        if size > MAX_CLIENT_FRAME:
+            return f"frames from a subscriber are at most {MAX_CLIENT_FRAME} bytes"
+    return None

@@ -129,9 +129,7 @@ async def test_output_arriving_during_the_close_handshake_does_not_abort_it(
     reader, writer = await raw_websocket(url)
     request = await stream_request(agent)
     writer.write(masked_frame(0x1, b'{"resize": [80, 30]}'))
-    head = await asyncio.wait_for(reader.readexactly(2), seconds(10))
-    assert head[0] == 0x88 and head[1] < 126, head  # a close frame, unmasked, short
-    close = await reader.readexactly(head[1])
+    close = await server_close(reader)
     assert struct.unpack("!H", close[:2])[0] == protocol.CloseCode.INVALID_MESSAGE, close
     # We have not answered the close yet; the agent's output comes meanwhile.
     await agent.send_str(protocol.dump(protocol.StreamData(
@@ -139,15 +137,7 @@ async def test_output_arriving_during_the_close_handshake_does_not_abort_it(
     await until_stream_close(agent, request.id)
     await agent.send_str(protocol.dump(protocol.Reply(request_id=request.id,
                                                       data={"exitCode": 0})))
-    try:
-        early = await asyncio.wait_for(reader.read(1), seconds(1))
-    except TimeoutError:
-        pass  # the server still waits for our answer
-    else:
-        pytest.fail(f"the server hung up before we answered its close: {early!r}")
-    writer.write(masked_frame(0x8, close[:2]))
-    assert await asyncio.wait_for(reader.read(), seconds(10)) == b""  # then it hangs up
-    writer.close()
+    await answer_close_late(reader, writer, close)
     assert (await client.get("/v1", headers=ADMIN)).status == 200
     assert not no_errors(caplog)
     await agent.close()
@@ -173,15 +163,17 @@ async def test_a_good_resize_and_input_reach_the_agent(client: TestClient) -> No
     await agent.close()
 
 
-async def raw_websocket(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """The stream's websocket after the handshake, as bytes: a client that does no more
+async def raw_websocket(url: str, headers: dict[str, str] | None = None,
+                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The websocket at ``url`` after the handshake, as bytes: a client that does no more
     than the test says, not even answer a close."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     key = base64.b64encode(os.urandom(16)).decode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     writer.write((f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                   f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+                  f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101"), head
@@ -189,11 +181,44 @@ async def raw_websocket(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamW
 
 
 def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """One final client frame of fewer than 126 bytes, masked as RFC 6455 requires."""
-    assert len(payload) < 126
+    """One final client frame, masked as RFC 6455 requires."""
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x80 | opcode, 0x80 | size])
+    elif size < 1 << 16:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + struct.pack("!H", size)
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + struct.pack("!Q", size)
     mask = os.urandom(4)
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + \
-        bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def server_close(reader: asyncio.StreamReader) -> bytes:
+    """The payload of the server's close frame, skipping the frames before it."""
+    while True:
+        head = await asyncio.wait_for(reader.readexactly(2), seconds(10))
+        size = head[1] & 0x7F
+        if size >= 126:
+            extended = await reader.readexactly(2 if size == 126 else 8)
+            size = int.from_bytes(extended, "big")
+        payload = await reader.readexactly(size)
+        if head[0] == 0x88:
+            return payload
+
+
+async def answer_close_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            close: bytes) -> None:
+    """A second after the server's close, the server still waits for our answer (it has not
+    hung up); once we answer, it hangs up."""
+    try:
+        early = await asyncio.wait_for(reader.read(1), seconds(1))
+    except TimeoutError:
+        pass
+    else:
+        pytest.fail(f"the server hung up before we answered its close: {early!r}")
+    writer.write(masked_frame(0x8, close[:2]))
+    assert await asyncio.wait_for(reader.read(), seconds(10)) == b""
+    writer.close()
 
 
 async def vanishing_client(url: str) -> None:
@@ -262,6 +287,20 @@ async def test_frames_from_a_subscriber_are_dropped_and_big_ones_refused(
     while (msg := await ws.receive(timeout=seconds(10))).type is WSMsgType.TEXT:
         pass  # changes sent before the server read the frame
     assert msg.type is WSMsgType.CLOSE and msg.data == 1009, msg
+    assert not no_errors(caplog)
+
+
+async def test_a_subscriber_frame_too_big_is_refused_with_a_close_handshake(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """1009 and a reason, and the server waits for the client's answer: it read the whole
+    frame, so no unread bytes turn its hang-up into a reset that can take the close frame
+    with it."""
+    reader, writer = await raw_websocket(str(client.make_url("/v1/subscribe")), ADMIN)
+    writer.write(masked_frame(0x1, b"[" * 200_000))
+    close = await server_close(reader)
+    assert struct.unpack("!H", close[:2])[0] == protocol.CloseCode.MESSAGE_TOO_BIG, close
+    assert f"at most {subscribe.MAX_CLIENT_FRAME} bytes" in close[2:].decode(), close
+    await answer_close_late(reader, writer, close)
     assert not no_errors(caplog)
 
 
