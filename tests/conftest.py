@@ -31,10 +31,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On an xdist worker, the end-to-end tests come first: as one unit, they are the
-    longest (``scripts/test`` passes ``--no-loadscope-reorder`` to keep this order)."""
+    """On an xdist worker, the end-to-end tests come last (``scripts/test`` passes
+    ``--no-loadscope-reorder`` to keep this order): their waits are for real processes, which
+    workers busy with the fast layers would starve of CPU."""
     if hasattr(config, "workerinput"):
-        items.sort(key=lambda item: not item.nodeid.startswith("tests/e2e/"))
+        items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
