@@ -35,7 +35,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ``--no-loadscope-reorder`` to keep this order): their waits are for real processes, which
     workers busy with the fast layers would starve of CPU."""
     if hasattr(config, "workerinput"):
-        items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/"))
+        from tests.support.scheduling import E2E
+
+        items.sort(key=lambda item: item.nodeid.startswith(E2E))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
